@@ -208,7 +208,10 @@ def run_one(slug: str, src: str, params: dict, root: str, out: str, threads: int
             error = "the chapter finished without writing its results JSON (is run.finish() its last cell?)"
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
         ok = False
-        error = f"{type(exc).__name__}: {getattr(exc, 'evalue', None) or str(exc).strip().splitlines()[-1]}"
+        if getattr(exc, "ename", None):  # the exception raised inside the notebook
+            error = f"{exc.ename} in the notebook: {exc.evalue}"
+        else:
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
     wall = time.perf_counter() - t0
     try:
         if ok:
