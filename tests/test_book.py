@@ -1,0 +1,137 @@
+"""The rendered book, checked in a real headless browser (Debian chromium driven by playwright).
+
+Every page: math typeset by the vendored MathJax (no raw TeX delimiters left), images loaded, internal links
+resolve, no request leaves the machine. Chapter pages: exercise toggles open, the provenance box and the
+downloads are there, the page is usable at phone width. Screenshots at 390 px and 1280 px land in
+``_build/test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+from dltheory.runner import chapters, toc_files
+
+from .conftest import ARTIFACTS, ROOT
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]
+PAGES = [f for f in toc_files(ROOT)]
+CHAPTER_PAGES = [src.relative_to(ROOT).with_suffix("").as_posix() for src in chapters(ROOT).values()]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "Debian chromium is required for the browser tests: apt-get install -y chromium (.ci/run does it)"
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+def _open(browser, html: Path, page_name: str, width: int = 1280):
+    ctx = browser.new_context(viewport={"width": width, "height": 900})
+    page = ctx.new_page()
+    external = []
+
+    def route(r):
+        url = r.request.url
+        if url.startswith(("file://", "data:", "blob:")):
+            r.continue_()
+        else:
+            external.append(url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto((html / f"{page_name}.html").as_uri())
+    page.wait_for_load_state("load")
+    page.wait_for_function("() => !window.MathJax || !MathJax.startup || MathJax.startup.promise !== undefined")
+    page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+    return ctx, page, external
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("page_name", PAGES)
+def test_page_in_browser(page_name, rendered_book, browser):
+    ctx, page, external = _open(browser, rendered_book, page_name)
+    try:
+        article = page.locator("article.bd-article")
+        text = article.inner_text()
+        assert "\\(" not in text and "\\[" not in text and "$$" not in text, "untypeset math on the page"
+        if page_name in CHAPTER_PAGES or page_name == "book/notation":
+            assert page.locator("mjx-container").count() > 0, "no typeset math found"
+        imgs = page.evaluate("() => Array.from(document.querySelectorAll('article img'))"
+                             ".map(i => [i.src, i.complete && i.naturalWidth > 0])")
+        assert all(ok for _, ok in imgs), f"images not loaded: {[s for s, ok in imgs if not ok]}"
+        links = page.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+        here = (rendered_book / f"{page_name}.html")
+        for href in links:
+            u = urlparse(href)
+            if u.scheme != "file":
+                continue
+            target = Path(unquote(u.path))
+            assert target.exists(), f"broken internal link on {page_name}: {href}"
+            if u.fragment and target.resolve() == here.resolve():
+                assert page.locator(f"[id='{u.fragment}']").count() > 0, f"missing anchor #{u.fragment}"
+        assert not external, f"the page tried to reach the network: {external[:5]}"
+    finally:
+        ctx.close()
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("page_name", CHAPTER_PAGES)
+def test_chapter_page_features(page_name, rendered_book, browser):
+    ctx, page, _ = _open(browser, rendered_book, page_name)
+    try:
+        assert page.locator("article img").count() >= 1, "a chapter shows at least one figure"
+        prov = page.locator(".dltheory-provenance")
+        assert prov.count() == 1 and "claims held" in prov.inner_text()
+        downloads = page.locator(".dltheory-downloads a")
+        hrefs = [downloads.nth(i).get_attribute("href") for i in range(downloads.count())]
+        assert any(h.endswith(".md") for h in hrefs) and any(h.endswith(".ipynb") for h in hrefs)
+        # exercise solutions are hidden and open on click
+        sols = page.locator("div.solution")
+        assert sols.count() >= 2
+        first = sols.first
+        body = first.locator("section, p").last
+        assert not body.is_visible(), "solutions must be hidden until the reader opens them"
+        first.locator(".admonition-title, button").first.click()
+        page.wait_for_timeout(300)
+        assert body.is_visible(), "clicking the toggle must show the solution"
+    finally:
+        ctx.close()
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("width", [390, 1280])
+def test_screenshots_and_phone_width(width, rendered_book, browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for page_name in ["book/intro", CHAPTER_PAGES[0]]:
+        ctx, page, _ = _open(browser, rendered_book, page_name, width=width)
+        try:
+            name = page_name.replace("/", "_")
+            page.screenshot(path=str(ARTIFACTS / f"{name}-{width}px.png"), full_page=False)
+            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"{page_name} scrolls sideways by {overflow}px at {width}px"
+        finally:
+            ctx.close()
+
+
+@pytest.mark.book
+def test_landing_page_lists_every_chapter(rendered_book):
+    html = (rendered_book / "book" / "intro.html").read_text()
+    for slug in chapters(ROOT):
+        assert slug in html
+    assert "chapter-table" not in html and "not executed yet" not in html
