@@ -7,8 +7,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dltheory.curvature import (SharpnessTracker, dense_hessian, full_grad, full_loss, hvp,
-                                hvp_forward_over_reverse, lanczos)
+from dltheory.curvature import (
+    SharpnessTracker,
+    dense_hessian,
+    full_grad,
+    full_loss,
+    hvp,
+    hvp_forward_over_reverse,
+    lanczos,
+)
 from dltheory.eos import mlp_init, mse_loss_fn
 
 WIDTHS = [5, 7, 6, 3]

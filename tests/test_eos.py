@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dltheory.eos import (digits_dataset, mlp_init, mlp_num_params, mse_loss_fn, toy_normalized_gd, train)
+from dltheory.eos import digits_dataset, mlp_init, mlp_num_params, mse_loss_fn, toy_normalized_gd, train
 
 
 def test_mlp_shapes_and_init_scale():

@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
-from dltheory import lopt, tasks
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dltheory import lopt, tasks
 
 # ---------------------------------------------------------------------------------------------------------
 # tasks
@@ -169,7 +170,7 @@ def _history(seed: int, n: int = 4):
     return spec, lay, p, grads, theta
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 1000), c=st.floats(1e-3, 1e3))
 def test_update_invariant_to_loss_scale_and_reparametrization(seed, c):
     _, lay, p, grads, theta = _history(seed)

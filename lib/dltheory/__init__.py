@@ -8,15 +8,14 @@ are imported lazily so ``import dltheory`` stays cheap.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {
-    "device", "seeding", "sizes", "record", "curvature", "eos", "runner", "paths",
-}
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
+    """Lazy access to submodules: ``dltheory.curvature`` imports ``dltheory/curvature.py`` on first use."""
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'dltheory' has no attribute {name!r}")

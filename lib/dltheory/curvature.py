@@ -101,15 +101,26 @@ class LanczosResult:
 
 
 def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: int = 1, max_iter: int = 60,
-            tol: float = 1e-3, min_iter: int | None = None) -> LanczosResult:
+            tol: float = 1e-3, min_iter: int | None = None, bound: str = "residual",
+            keep: int | None = None) -> LanczosResult:
     """Top-``k`` eigenpairs of a symmetric operator by Lanczos with full reorthogonalization
     (Lanczos 1950; Golub & Van Loan, Alg. 10.1.1 with reorthogonalization).
 
-    Stops when every wanted Ritz pair ``(theta_i, y_i)`` has residual ``||A y_i - theta_i y_i|| =
-    beta_m |s_{m,i}| <= tol * |theta_i|``; for a symmetric operator an eigenvalue lies within that residual of
-    ``theta_i``, so ``tol`` bounds the relative error. Warm start: pass the previous top Ritz vector as ``v0``
-    (plus a little noise if several eigenpairs are wanted).
+    Each wanted Ritz pair ``(theta_i, y_i)`` has residual ``r_i = ||A y_i - theta_i y_i|| = beta_m |s_{m,i}|``.
+    Stopping rule (``bound``):
+
+    * ``"residual"``: ``r_i <= tol |theta_i|``. For a symmetric operator an eigenvalue lies within ``r_i`` of
+      ``theta_i``, so ``tol`` bounds the relative error rigorously (ARPACK's rule, used by scipy ``eigsh``).
+    * ``"gap"``: ``min(r_i, r_i^2 / delta_i) <= tol |theta_i|`` with ``delta_i`` the distance from ``theta_i`` to
+      the nearest other Ritz value: the Kato–Temple estimate ``|lambda - theta| <~ r^2 / gap``. Much cheaper
+      when the residual is moderate and the gap is not tiny; the gap is *estimated* from Ritz values, so this is
+      an estimate, not a bound (``benchmarks/bench_curvature.py`` measures the actual error).
+
+    Warm start: pass the previous top Ritz vector(s), combined, as ``v0``. ``keep`` (>= k) Ritz pairs are
+    returned (only the top ``k`` are tested for convergence), so a tracker can warm-start from a subspace.
     """
+    if bound not in ("residual", "gap"):
+        raise ValueError(f"unknown bound {bound!r}; use 'residual' or 'gap'")
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if max_iter < k:
@@ -140,36 +151,52 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k:
         top = min(k, j + 1)
         vals = evals.flip(0)[:top]
         Ssel = S.flip(1)[:, :top]
+        n_ret = min(max(k, keep or k), j + 1)
         res = beta * Ssel[-1].abs()
-        done = j + 1 >= min_iter and top == k and bool((res <= tol * vals.abs()).all())
+        err = res
+        if bound == "gap" and j > 0:
+            desc = evals.flip(0)
+            gaps = torch.stack([torch.min(torch.cat([(desc[i] - desc[:i]).abs(), (desc[i] - desc[i + 1:]).abs()]))
+                                for i in range(top)])
+            err = torch.minimum(res, res**2 / gaps.clamp_min(1e-30))
+        done = j + 1 >= min_iter and top == k and bool((err <= tol * vals.abs()).all())
         if done or beta <= 1e-12 * vals.abs().max() or j + 1 == min(max_iter, n):
-            vecs = Qm @ Ssel
-            return LanczosResult(vals, vecs, res, j + 1)
+            vecs = Qm @ S.flip(1)[:, :n_ret]
+            return LanczosResult(evals.flip(0)[:n_ret], vecs, res, j + 1)
         betas.append(beta)
         Q.append(w / beta)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 class SharpnessTracker:
-    """Track ``lambda_1(nabla^2 L)`` along a training run, warm-starting Lanczos from the last Ritz vector.
+    """Track ``lambda_1(nabla^2 L)`` along a training run, warm-starting Lanczos from the last Ritz vectors.
 
-    Used by :func:`dltheory.eos.train` (Cohen et al. 2021 measure sharpness every few steps the same way,
-    but from a cold start with scipy ``eigsh``).
+    The start vector is the sum of the previous top-``keep`` Ritz vectors plus a little noise, so the Krylov
+    space holds the directions that may overtake the old top one (at the edge of stability the top eigenvalues
+    are close and cross). Used by :func:`dltheory.eos.train`; Cohen et al. 2021 measure the sharpness the same
+    way but from a cold start with scipy ``eigsh`` (``benchmarks/bench_curvature.py`` compares the two).
     """
 
-    def __init__(self, tol: float = 1e-3, max_iter: int = 60, generator: torch.Generator | None = None):
-        self.tol, self.max_iter, self.generator = tol, max_iter, generator
-        self.v: torch.Tensor | None = None
+    def __init__(self, tol: float = 1e-3, max_iter: int = 60, generator: torch.Generator | None = None,
+                 bound: str = "gap", keep: int = 4, noise: float = 0.1):
+        if keep < 1:
+            raise ValueError(f"keep must be a positive integer, got {keep}")
+        self.tol, self.max_iter, self.generator, self.bound = tol, max_iter, generator, bound
+        self.keep, self.noise = keep, noise
+        self.V: torch.Tensor | None = None
         self.matvecs = 0
         self.calls = 0
 
     def __call__(self, matvec: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor) -> float:
-        if self.v is None:
-            v0 = torch.randn(like.shape, dtype=like.dtype, generator=self.generator).to(like.device)
+        z = torch.randn(like.shape, dtype=like.dtype, generator=self.generator).to(like.device)
+        if self.V is None:
+            v0 = z
         else:
-            v0 = self.v
-        res = lanczos(matvec, v0, k=1, max_iter=self.max_iter, tol=self.tol, min_iter=2)
-        self.v = res.vectors[:, 0]
+            v0 = self.V.sum(1)
+            v0 = v0 / v0.norm() + self.noise * z / z.norm()
+        res = lanczos(matvec, v0, k=1, max_iter=self.max_iter, tol=self.tol,
+                      min_iter=self.keep + 2 if self.V is not None else 2, bound=self.bound, keep=self.keep)
+        self.V = res.vectors
         self.matvecs += res.matvecs
         self.calls += 1
         return float(res.values[0])

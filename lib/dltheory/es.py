@@ -120,7 +120,8 @@ def pes_estimate(loss_pos: torch.Tensor, loss_neg: torch.Tensor, eps: torch.Tens
     accumulator to zero when an episode ends (see :func:`reset_rows`).
     """
     if accumulator.shape != eps.shape:
-        raise ValueError(f"accumulator {tuple(accumulator.shape)} must have the shape of eps {tuple(eps.shape)}")
+        raise ValueError(f"accumulator {tuple(accumulator.shape)} must have the shape of eps "
+                         f"{tuple(eps.shape)}")
     xi = accumulator + eps if persistent else eps
     return antithetic_estimate(loss_pos, loss_neg, xi, sigma), xi
 

@@ -259,7 +259,8 @@ class Curves:
 
 def train_population(task: _tasks.Task, params: torch.Tensor, rule: str, horizon: int, lr_peak: torch.Tensor,
                      generator: torch.Generator, theta: torch.Tensor | None = None,
-                     cfg: LOptConfig | None = None, eval_every: int = 10, warmup_frac: float = 0.05) -> Curves:
+                     cfg: LOptConfig | None = None, eval_every: int = 10,
+                     warmup_frac: float = 0.05) -> Curves:
     """Train ``P`` copies of ``task``'s network from ``params`` for ``horizon`` minibatch steps with ``rule``
     (``"adam"`` or ``"lopt"``; the latter needs ``theta`` ``(P, D)`` or ``(D,)`` and ``cfg``). All copies see
     the same minibatches. The learning rate is ``lr_peak * schedule(t, horizon)`` for both rules.

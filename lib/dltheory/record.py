@@ -50,7 +50,8 @@ def _scalar(name: str, value):
         try:
             value = value.item()
         except (ValueError, RuntimeError) as exc:
-            raise TypeError(f"value {name!r} must be a scalar, got an array of shape {getattr(value, 'shape', '?')}") from exc
+            shape = getattr(value, "shape", "?")
+            raise TypeError(f"value {name!r} must be a scalar, got an array of shape {shape}") from exc
     if isinstance(value, bool):
         return value
     if isinstance(value, int):

@@ -41,7 +41,8 @@ class TaskSpec:
     batch_size: int = 64
 
     def __post_init__(self):
-        for nm, v in (("in_dim", self.in_dim), ("n_classes", self.n_classes), ("batch_size", self.batch_size)):
+        checks = (("in_dim", self.in_dim), ("n_classes", self.n_classes), ("batch_size", self.batch_size))
+        for nm, v in checks:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{nm} must be a positive integer, got {v!r}")
         if self.n_classes < 2:
@@ -186,7 +187,8 @@ def loss_and_grad(spec: TaskSpec, flat: torch.Tensor, X: torch.Tensor, y: torch.
     """Minibatch loss ``(P,)`` and its gradient with respect to the internal parameters ``(P, n)``.
 
     ``X`` is ``(P, B, d)`` or ``(B, d)``, ``y`` is ``(P, B)`` or ``(B,)``. Hand-written backpropagation of
-    softmax cross-entropy through the MLP; the chain rule through ``w = s u`` multiplies the gradient by ``s``.
+    softmax cross-entropy through the MLP; the chain rule through ``w = s u`` multiplies the gradient by
+    ``s``.
     """
     P = flat.shape[0]
     lay = lay if lay is not None else layout(spec, device=flat.device)

@@ -1,0 +1,464 @@
+"""Optimizers as small pure update functions, their batch-size scaling rules, and SVAG.
+
+Defined for the chapter *SDEs for adaptive methods and the square-root scaling rule*
+(``chapters/optimization/sde-scaling-rules.md``), after Malladi, Lyu, Panigrahi & Arora 2022, "On the SDEs and
+Scaling Rules for Adaptive Gradient Algorithms" (reference code: ``abhishekpanigrahi1996/Adaptive-SDE``).
+
+Every update is a pure function ``(x, g, state, hyperparameters) -> (x_new, state_new)``: nothing is modified in
+place, the state is a ``NamedTuple`` of tensors, and all arithmetic is elementwise. So the same function runs on
+one parameter vector ``(P,)``, on a batch of independent replicas ``(R, P)`` (one call updates all of them), or
+under :func:`torch.func.vmap`. The updates follow ``torch.optim`` exactly (``tests/test_optim.py`` checks it):
+
+* SGD with heavy-ball momentum (``torch.optim.SGD``, ``dampening=0``);
+* RMSprop (``torch.optim.RMSprop``, ``alpha = beta``, not centered): ``v <- beta v + (1-beta) g^2``,
+  ``x <- x - lr g / (sqrt(v) + eps)`` -- the RMSprop of Malladi et al. 2022, Sec. 2;
+* Adam with bias correction (``torch.optim.Adam``), as in Kingma & Ba 2015, Alg. 1.
+
+The scaling rules (:func:`scale_sqrt`, :func:`scale_linear`, :func:`scale_none`) and SVAG (:func:`svag_hparams`,
+:func:`svag_combine`) act on :class:`HParams`. The second half of the module holds the two experiments of the
+chapter: online noisy linear regression with many RMSprop replicas, and Adam-SVAG on scikit-learn digits with a
+batch of small MLPs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_lr(lr) -> None:
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+
+
+def _check_beta(name: str, beta) -> None:
+    if not (isinstance(beta, int | float) and 0 <= beta < 1):
+        raise ValueError(f"{name} must lie in [0, 1), got {beta!r}")
+
+
+def _check_eps(eps) -> None:
+    if not (isinstance(eps, int | float) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+
+
+def _check_factor(name: str, value) -> None:
+    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value >= 1):
+        raise ValueError(f"{name} must be a finite number >= 1, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure update functions (state in, state out)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SGDState(NamedTuple):
+    """Momentum buffer of SGD (zeros at start; with ``dampening = 0`` this equals torch's first-step rule)."""
+
+    buf: torch.Tensor
+
+
+class RMSpropState(NamedTuple):
+    """Running average ``v`` of the squared gradient."""
+
+    v: torch.Tensor
+
+
+class AdamState(NamedTuple):
+    """First moment ``m``, second moment ``v`` and the number of steps taken (a python int, shared by a batch)."""
+
+    m: torch.Tensor
+    v: torch.Tensor
+    step: int
+
+
+def sgd_init(x: torch.Tensor) -> SGDState:
+    """Initial SGD state for parameters shaped like ``x``."""
+    return SGDState(torch.zeros_like(x))
+
+
+def sgd_update(x: torch.Tensor, g: torch.Tensor, state: SGDState, lr: float, momentum: float = 0.0):
+    """One SGD step ``buf <- momentum buf + g``, ``x <- x - lr buf`` (``torch.optim.SGD``, no dampening).
+
+    Returns ``(x_new, state_new)``. Used in ``chapters/optimization/sde-scaling-rules.md`` for the SGD half of
+    the scaling-rule derivation (the linear scaling rule of Goyal et al. 2017, Sec. 2.1)."""
+    _check_lr(lr)
+    _check_beta("momentum", momentum)
+    buf = momentum * state.buf + g if momentum else g
+    return x - lr * buf, SGDState(buf)
+
+
+def rmsprop_init(x: torch.Tensor, v0: torch.Tensor | None = None) -> RMSpropState:
+    """Initial RMSprop state: ``v = 0`` (torch's default) or a given ``v0`` (e.g. the expected squared gradient
+    at ``x``, which the chapter uses so that no run starts with a huge first step)."""
+    if v0 is None:
+        return RMSpropState(torch.zeros_like(x))
+    v0 = torch.as_tensor(v0, dtype=x.dtype, device=x.device)
+    if (v0 < 0).any():
+        raise ValueError("v0 must be >= 0 elementwise (it is a running average of squared gradients)")
+    return RMSpropState(torch.broadcast_to(v0, x.shape).clone())
+
+
+def rmsprop_update(x: torch.Tensor, g: torch.Tensor, state: RMSpropState, lr: float, beta: float, eps: float):
+    """One RMSprop step: ``v <- beta v + (1 - beta) g^2``, ``x <- x - lr g / (sqrt(v) + eps)``.
+
+    The RMSprop update of Malladi et al. 2022 (Sec. 2; ``torch.optim.RMSprop`` with ``alpha = beta``). Returns
+    ``(x_new, state_new)``. Used in ``chapters/optimization/sde-scaling-rules.md``."""
+    _check_lr(lr)
+    _check_beta("beta", beta)
+    _check_eps(eps)
+    v = beta * state.v + (1 - beta) * g * g
+    return x - lr * g / (v.sqrt() + eps), RMSpropState(v)
+
+
+def adam_init(x: torch.Tensor) -> AdamState:
+    """Initial Adam state (zero moments, zero steps)."""
+    return AdamState(torch.zeros_like(x), torch.zeros_like(x), 0)
+
+
+def adam_update(x: torch.Tensor, g: torch.Tensor, state: AdamState, lr: float, beta1: float, beta2: float,
+                eps: float):
+    """One Adam step with bias correction (Kingma & Ba 2015, Alg. 1; ``torch.optim.Adam``):
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
+    ``x <- x - lr (m / (1-b1^k)) / (sqrt(v / (1-b2^k)) + eps)``.
+
+    The Adam of Malladi et al. 2022 (Sec. 2). Returns ``(x_new, state_new)``. Used in
+    ``chapters/optimization/sde-scaling-rules.md`` (the SVAG experiment)."""
+    _check_lr(lr)
+    _check_beta("beta1", beta1)
+    _check_beta("beta2", beta2)
+    _check_eps(eps)
+    k = state.step + 1
+    m = beta1 * state.m + (1 - beta1) * g
+    v = beta2 * state.v + (1 - beta2) * g * g
+    denom = v.sqrt() / math.sqrt(1 - beta2**k) + eps
+    return x - (lr / (1 - beta1**k)) * m / denom, AdamState(m, v, k)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hyperparameters, scaling rules and SVAG
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Hyperparameters of a run: learning rate, batch size, number of steps, and for adaptive methods the decay
+    rates (``beta1 = None`` means no momentum, i.e. RMSprop) and ``eps``. ``steps`` may be fractional after a
+    rule divides it; :meth:`n_steps` rounds it."""
+
+    lr: float
+    batch: int
+    steps: float
+    beta2: float | None = None
+    beta1: float | None = None
+    eps: float = 0.0
+
+    def __post_init__(self):
+        _check_lr(self.lr)
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int | np.integer) or self.batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {self.batch!r}")
+        if not (isinstance(self.steps, int | float) and math.isfinite(self.steps) and self.steps > 0):
+            raise ValueError(f"steps must be a positive number, got {self.steps!r}")
+        if self.beta2 is not None:
+            _check_beta("beta2", self.beta2)
+        if self.beta1 is not None:
+            _check_beta("beta1", self.beta1)
+        _check_eps(self.eps)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.beta2 is not None
+
+    def n_steps(self) -> int:
+        """The number of steps, rounded to the nearest integer (at least 1)."""
+        return max(1, int(round(self.steps)))
+
+
+def scale_sqrt(hp: HParams, kappa: float) -> HParams:
+    """The square-root scaling rule of Malladi et al. 2022 (Sec. 5, for RMSprop and Adam) for batch ``B -> kappa B``:
+    ``lr -> sqrt(kappa) lr``, ``1 - beta -> kappa (1 - beta)`` (both betas for Adam), ``eps -> eps / sqrt(kappa)``,
+    ``steps -> steps / kappa``. It keeps ``sigma lr``, ``eps lr``, ``(1 - beta)/lr^2`` and ``steps lr^2`` fixed.
+
+    Raises ``ValueError`` where the rule breaks, ``kappa (1 - beta) >= 1`` (the new decay rate would be <= 0).
+    Used in ``chapters/optimization/sde-scaling-rules.md``."""
+    _check_factor("kappa", kappa)
+    if not hp.adaptive:
+        raise ValueError("the square-root rule is for adaptive methods (give beta2); for SGD use scale_linear")
+    for name in ("beta2", "beta1"):
+        b = getattr(hp, name)
+        if b is not None and kappa * (1 - b) >= 1:
+            raise ValueError(f"the square-root rule breaks: kappa * (1 - {name}) = {kappa * (1 - b):.3g} >= 1, so the "
+                             f"scaled {name} would be <= 0; use kappa < {1 / (1 - b):.4g} or a {name} closer to 1")
+    r = math.sqrt(kappa)
+    return replace(hp, lr=hp.lr * r, batch=int(round(hp.batch * kappa)), steps=hp.steps / kappa,
+                   beta2=1 - kappa * (1 - hp.beta2),
+                   beta1=None if hp.beta1 is None else 1 - kappa * (1 - hp.beta1), eps=hp.eps / r)
+
+
+def scale_linear(hp: HParams, kappa: float) -> HParams:
+    """The linear scaling rule (Goyal et al. 2017, Sec. 2.1: 'multiply the learning rate by k'), epochs fixed:
+    ``lr -> kappa lr``, ``steps -> steps / kappa``, decay rates and ``eps`` unchanged. Right for SGD; the chapter
+    shows it is wrong for RMSprop/Adam. Used in ``chapters/optimization/sde-scaling-rules.md``."""
+    _check_factor("kappa", kappa)
+    return replace(hp, lr=hp.lr * kappa, batch=int(round(hp.batch * kappa)), steps=hp.steps / kappa)
+
+
+def scale_none(hp: HParams, kappa: float) -> HParams:
+    """No scaling: only the batch grows (``B -> kappa B``) and the number of epochs stays fixed
+    (``steps -> steps / kappa``). Used in ``chapters/optimization/sde-scaling-rules.md``."""
+    _check_factor("kappa", kappa)
+    return replace(hp, batch=int(round(hp.batch * kappa)), steps=hp.steps / kappa)
+
+
+SCALING_RULES = {"sqrt": scale_sqrt, "linear": scale_linear, "none": scale_none}
+
+
+def svag_coefficients(ell: float, adaptive: bool = True) -> tuple[float, float]:
+    """SVAG's weights ``(r1, r2) = ((1 + s)/2, (1 - s)/2)`` for ``g = r1 g1 + r2 g2`` with independent ``g1, g2``:
+    ``r1 + r2 = 1`` (unbiased) and ``r1^2 + r2^2 = (1 + s^2)/2`` (the noise variance multiplier).
+
+    For SGD (Li, Malladi & Arora 2021, SVAG) ``s = sqrt(2 ell - 1)``: variance ``x ell``. For adaptive methods
+    (Malladi et al. 2022, SVAG for RMSprop/Adam; ``svag_train`` in their ``cifar_main.py``) ``s =
+    sqrt(2 ell^2 - 1)``: variance ``x ell^2``, so that ``sigma lr`` stays fixed when ``lr -> lr / ell``."""
+    _check_factor("ell", ell)
+    s = math.sqrt(2 * ell**2 - 1) if adaptive else math.sqrt(2 * ell - 1)
+    return (1 + s) / 2, (1 - s) / 2
+
+
+def svag_combine(g1: torch.Tensor, g2: torch.Tensor, ell: float, adaptive: bool = True) -> torch.Tensor:
+    """SVAG's gradient ``r1 g1 + r2 g2`` from two independent stochastic gradients (:func:`svag_coefficients`)."""
+    r1, r2 = svag_coefficients(ell, adaptive)
+    return r1 * g1 + r2 * g2
+
+
+def svag_hparams(hp: HParams, ell: float) -> HParams:
+    """SVAG hyperparameters for adaptive methods (Malladi et al. 2022, SVAG; their ``cifar_main.py``):
+    ``lr -> lr / ell``, ``1 - beta -> (1 - beta) / ell^2`` (both betas), ``eps -> eps ell``,
+    ``steps -> steps ell^2``; the batch size is unchanged (each step uses two batches, see :func:`svag_combine`).
+    As ``ell -> infinity`` the run converges to the SDE of the base hyperparameters."""
+    _check_factor("ell", ell)
+    if not hp.adaptive:
+        raise ValueError("svag_hparams is for adaptive methods (give beta2); SGD-SVAG uses lr/ell and steps*ell")
+    return replace(hp, lr=hp.lr / ell, steps=hp.steps * ell**2, beta2=1 - (1 - hp.beta2) / ell**2,
+                   beta1=None if hp.beta1 is None else 1 - (1 - hp.beta1) / ell**2, eps=hp.eps * ell)
+
+
+def sde_invariants(hp: HParams, sigma: float) -> dict:
+    """The quantities the RMSprop/Adam SDE depends on (Malladi et al. 2022, Sec. 4): noise scale
+    ``sigma0 = sigma lr``, ``eps0 = eps lr``, ``c2 = (1 - beta2)/lr^2``, ``c1 = (1 - beta1)/lr^2`` and the SDE time
+    ``T = steps lr^2``. ``sigma`` is the gradient-noise scale of the batch (``~ 1/sqrt(batch)``)."""
+    if not hp.adaptive:
+        raise ValueError("sde_invariants is for adaptive methods (give beta2)")
+    out = {"sigma0": sigma * hp.lr, "eps0": hp.eps * hp.lr, "c2": (1 - hp.beta2) / hp.lr**2, "T": hp.steps * hp.lr**2}
+    if hp.beta1 is not None:
+        out["c1"] = (1 - hp.beta1) / hp.lr**2
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment 1: online noisy linear regression, many RMSprop replicas at once
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def linreg_grad_second_moment(w: torch.Tensor, h: torch.Tensor, noise_std: float, batch: int) -> torch.Tensor:
+    """``E[g_i^2]`` of the minibatch gradient of online linear regression at ``w`` (optimum at 0): inputs
+    ``x ~ N(0, diag(h))``, labels ``y = noise_std * xi``, loss ``(1/2)(x.w - y)^2`` averaged over ``batch`` fresh
+    examples. With ``r = x.w - y``: mean ``h_i w_i``, single-example variance
+    ``h_i (sum_k h_k w_k^2 + noise_std^2) + h_i^2 w_i^2`` (Isserlis), divided by ``batch``."""
+    if batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    hw = h * w
+    total = (hw * w).sum(-1, keepdim=True) + noise_std**2
+    return hw * hw + (h * total + hw * hw) / batch
+
+
+def linreg_excess_loss(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Population excess risk ``(1/2) sum_i h_i w_i^2`` of online linear regression (optimum ``w* = 0``)."""
+    return 0.5 * (h * w * w).sum(-1)
+
+
+def linreg_minibatch_grad(w: torch.Tensor, h: torch.Tensor, noise_std: float, batch: int,
+                          generator: torch.Generator) -> torch.Tensor:
+    """Minibatch gradient of online linear regression for a batch of replicas ``w`` of shape ``(R, d)``: each
+    replica draws its own ``batch`` fresh examples ``x ~ N(0, diag(h))``, ``y = noise_std * xi``."""
+    R, d = w.shape
+    x = torch.randn(R, batch, d, generator=generator, dtype=w.dtype, device=w.device) * h.sqrt()
+    y = noise_std * torch.randn(R, batch, generator=generator, dtype=w.dtype, device=w.device)
+    r = torch.einsum("rbd,rd->rb", x, w) - y
+    return torch.einsum("rbd,rb->rd", x, r) / batch
+
+
+@dataclass
+class ReplicaRun:
+    """Excess loss of every replica at recorded steps (``loss[j, r]`` at step ``steps[j]``), and the SDE time
+    ``t = step * lr^2`` of each record."""
+
+    steps: np.ndarray
+    time: np.ndarray
+    loss: np.ndarray
+
+    def stationary_mean(self, fraction: float = 0.5) -> tuple[float, float]:
+        """Mean excess loss over the last ``fraction`` of the records and all replicas, and its standard error
+        (from the spread of the per-replica time averages; replicas are independent)."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+        tail = self.loss[int(len(self.loss) * (1 - fraction)):]
+        per_replica = tail.mean(0)
+        return float(per_replica.mean()), float(per_replica.std(ddof=1) / math.sqrt(len(per_replica)))
+
+
+def linreg_rmsprop_replicas(hp: HParams, h: torch.Tensor, noise_std: float, w0: torch.Tensor, replicas: int,
+                            generator: torch.Generator, n_records: int = 50) -> ReplicaRun:
+    """RMSprop on online noisy linear regression, ``replicas`` independent runs as one ``(R, d)`` tensor.
+
+    Every replica starts at ``w0`` with ``v0 = E[g^2](w0)`` (:func:`linreg_grad_second_moment`; a simplification
+    so that no scaling rule is confounded by the first step). Records the excess loss ``n_records`` times,
+    evenly in steps. Used in ``chapters/optimization/sde-scaling-rules.md`` (excess loss vs. kappa)."""
+    if not hp.adaptive or hp.beta1 is not None:
+        raise ValueError("linreg_rmsprop_replicas runs RMSprop: give beta2 and leave beta1 = None")
+    if replicas < 2:
+        raise ValueError(f"replicas must be an integer >= 2, got {replicas!r}")
+    n = hp.n_steps()
+    every = max(1, n // n_records)
+    w = w0.expand(replicas, -1).clone()
+    state = rmsprop_init(w, linreg_grad_second_moment(w0, h, noise_std, hp.batch))
+    steps, losses = [], []
+    for k in range(1, n + 1):
+        g = linreg_minibatch_grad(w, h, noise_std, hp.batch, generator)
+        w, state = rmsprop_update(w, g, state, hp.lr, hp.beta2, hp.eps)
+        if k % every == 0:
+            steps.append(k)
+            losses.append(linreg_excess_loss(w, h))
+    steps = np.array(steps)
+    return ReplicaRun(steps, steps * hp.lr**2, torch.stack(losses).cpu().numpy())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Experiment 2: Adam-SVAG on scikit-learn digits, a batch of small MLPs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def digits_classification(dtype=torch.float32):
+    """All 1797 scikit-learn digits (ships with the package, no download): standardized 64-pixel features and
+    integer labels 0..9."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X = d.data.astype(np.float64)
+    X = (X - X.mean(0)) / (X.std(0) + 1e-8)
+    return torch.tensor(X, dtype=dtype), torch.tensor(d.target, dtype=torch.long)
+
+
+def _check_widths(widths) -> list[int]:
+    widths = list(widths)
+    if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, int | np.integer) or w < 1 for w in widths):
+        raise ValueError(f"widths must be >= 2 positive integers (input, hidden..., output), got {widths}")
+    return [int(w) for w in widths]
+
+
+def batched_mlp_init(widths, replicas: int, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+    """Flat parameters ``(replicas, P)`` of ``replicas`` independent tanh MLPs, PyTorch's default ``nn.Linear``
+    initialization (uniform in ``+-1/sqrt(fan_in)``)."""
+    widths = _check_widths(widths)
+    if replicas < 1:
+        raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
+    parts = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        bound = 1.0 / math.sqrt(a)
+        parts.append((torch.rand(replicas, a * b + b, generator=generator, dtype=dtype, device=generator.device)
+                      * 2 - 1) * bound)
+    return torch.cat(parts, 1)
+
+
+def batched_mlp_logits(theta: torch.Tensor, x: torch.Tensor, widths) -> torch.Tensor:
+    """Logits ``(R, n, out)`` of the replica MLPs ``theta (R, P)`` on inputs ``x`` of shape ``(R, n, in)`` or
+    ``(n, in)`` (shared)."""
+    widths = _check_widths(widths)
+    R = theta.shape[0]
+    h = x if x.dim() == 3 else x.expand(R, -1, -1)
+    i = 0
+    layers = list(zip(widths[:-1], widths[1:]))
+    for li, (a, b) in enumerate(layers):
+        W = theta[:, i:i + a * b].view(R, a, b)
+        i += a * b
+        bias = theta[:, i:i + b]
+        i += b
+        h = torch.baddbmm(bias.unsqueeze(1), h, W)
+        if li < len(layers) - 1:
+            h = torch.tanh(h)
+    return h
+
+
+def batched_xent(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, widths,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of every replica, ``(R,)``: the mean over examples, or the ``weights``-weighted sum
+    (``weights`` of shape ``(R, n)`` or ``(n,)``)."""
+    logits = batched_mlp_logits(theta, x, widths)
+    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.expand(logits.shape[0], -1).flatten(),
+                                            reduction="none").view(logits.shape[:2])
+    return nll.mean(1) if weights is None else (nll * weights).sum(1)
+
+
+@dataclass
+class SVAGRun:
+    """Full-data training loss of every replica at the recorded SDE times (``loss[j, r]`` at ``time[j]``)."""
+
+    time: np.ndarray
+    loss: np.ndarray
+
+    def mean_curve(self) -> np.ndarray:
+        return self.loss.mean(1)
+
+
+def train_adam_svag(theta0: torch.Tensor, X: torch.Tensor, y: torch.Tensor, widths, hp: HParams, ell: float,
+                    n_records: int, generator: torch.Generator) -> SVAGRun:
+    """Adam-SVAG with parameter ``ell`` from the base hyperparameters ``hp`` (Malladi et al. 2022, SVAG):
+    :func:`svag_hparams` sets ``lr/ell``, ``1-(1-beta)/ell^2``, ``eps*ell``, ``steps*ell^2``; every step draws two
+    independent minibatches per replica and uses :func:`svag_combine` (``ell = 1`` is plain Adam, one batch).
+    Records the full-data loss ``n_records`` times, at the same SDE times ``t = step * lr^2`` for every ``ell``.
+    Used in ``chapters/optimization/sde-scaling-rules.md``."""
+    if not hp.adaptive or hp.beta1 is None:
+        raise ValueError("train_adam_svag runs Adam: give beta1 and beta2")
+    sv = svag_hparams(hp, ell)
+    r1, r2 = svag_coefficients(ell)
+    n = sv.n_steps()
+    if n % n_records:
+        raise ValueError(f"the {n} SVAG steps must be a multiple of n_records = {n_records}; pick steps so that "
+                         "steps * ell^2 is divisible by n_records")
+    every = n // n_records
+    R, b, N = theta0.shape[0], hp.batch, X.shape[0]
+    theta = theta0.clone()
+    state = adam_init(theta)
+    two = r2 != 0.0
+    w = torch.cat([torch.full((b,), r1 / b), torch.full((b,), r2 / b)]) if two else torch.full((b,), 1.0 / b)
+    w = w.to(dtype=theta.dtype, device=theta.device)
+    times, losses = [0.0], [_full_loss(theta, X, y, widths)]
+    for k in range(1, n + 1):
+        idx = torch.randint(N, (R, 2 * b if two else b), generator=generator, device=theta.device)
+        th = theta.detach().requires_grad_(True)
+        loss = batched_xent(th, X[idx], y[idx], widths, w).sum()
+        (g,) = torch.autograd.grad(loss, th)
+        theta, state = adam_update(theta, g, state, sv.lr, sv.beta1, sv.beta2, sv.eps)
+        if k % every == 0:
+            times.append(k * sv.lr**2)
+            losses.append(_full_loss(theta, X, y, widths))
+    return SVAGRun(np.array(times), torch.stack(losses).cpu().numpy())
+
+
+def _full_loss(theta, X, y, widths) -> torch.Tensor:
+    with torch.no_grad():
+        return batched_xent(theta, X, y, widths).detach().clone()
+
+
+def curve_distance(a: SVAGRun, b: SVAGRun) -> float:
+    """Largest gap between the replica-mean loss curves of two runs recorded at the same SDE times."""
+    if a.loss.shape[0] != b.loss.shape[0] or not np.allclose(a.time, b.time):
+        raise ValueError("the two runs must be recorded at the same SDE times")
+    return float(np.max(np.abs(a.mean_curve() - b.mean_curve())))
