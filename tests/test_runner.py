@@ -104,3 +104,30 @@ def test_failed_run_leaves_no_complete_looking_outputs(tmp_path, monkeypatch):
     assert not paths["ipynb"].exists() and not paths["json"].exists() and not paths["key"].exists()
     assert paths["failed_ipynb"].is_file() and paths["failed_json"].is_file()
     assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
+
+
+def test_build_refuses_unexecuted_chapters(tmp_path):
+    from dltheory.build import stage
+
+    with pytest.raises(FileNotFoundError, match="run `python -m dltheory run`"):
+        stage(out=tmp_path)
+
+
+def test_student_cli_writes_every_chapter(tmp_path, capsys):
+    assert main(["student", "--build-dir", str(tmp_path)]) == 0
+    written = sorted(p.stem for p in (tmp_path / "student").glob("*.ipynb"))
+    assert written == sorted(runner.chapters(ROOT))
+
+
+def test_chapter_table_reads_results(tmp_path):
+    import json
+
+    from dltheory.build import chapter_table
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "edge-of-stability.json").write_text(json.dumps({
+        "wall_s": 12.3, "claims": [{"statement": "sharpness hovers at 2/eta", "source": "Cohen et al. 2021",
+                                    "holds": True}]}))
+    table = chapter_table(ROOT, tmp_path)
+    assert "sharpness hovers at 2/eta (1/1 claims hold) | Cohen et al. 2021 | 12 s" in table
+    assert table.count("not executed yet") == len(runner.chapters(ROOT)) - 1
