@@ -41,7 +41,7 @@ def test_euler_maruyama_records_and_is_deterministic():
         return euler_maruyama(lambda t, x: -x, lambda t, x: torch.ones_like(x), torch.zeros(3, 2, dtype=F64),
                               0.5, 50, g, n_records=5)
 
-    (t_a, a), (t_b, b) = run(), run()
+    (t_a, a), (_, b) = run(), run()
     assert np.allclose(t_a, [0.1, 0.2, 0.3, 0.4, 0.5]) and a.shape == (5, 3, 2)
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="n_steps must be"):

@@ -3,8 +3,9 @@
 Defined for the chapter *SDEs for adaptive methods and the square-root scaling rule*
 (``chapters/optimization/sde-scaling-rules.md``), after Malladi, Lyu, Panigrahi & Arora 2022.
 
-The RMSprop SDE (Malladi et al. 2022, Sec. 4) for a loss ``L`` and a noisy gradient oracle
-``g = grad L(x) + sigma * Sigma(x)^{1/2} z`` (``E z = 0``, ``Cov z = I``; their NGOS, Sec. 2) reads, with
+The RMSprop SDE of Malladi et al. 2022 for a loss ``L`` and a noisy gradient oracle
+``g = grad L(x) + sigma * Sigma(x)^{1/2} z`` (``E z = 0``, ``Cov z = I``; their noisy gradient oracle with
+scale parameter, NGOS) reads, with
 ``sigma0 = sigma lr``, ``eps0 = eps lr``, ``c2 = (1 - beta)/lr^2`` and time ``t = k lr^2``::
 
     dX_t = -P_t^{-1} ( grad L(X_t) dt + sigma0 Sigma(X_t)^{1/2} dW_t ),
@@ -22,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dltheory.optim import ReplicaRun, _check_beta, _check_eps, _check_lr, rmsprop_init, rmsprop_update
+from dltheory.optim import ReplicaRun, _check_beta, _check_eps, _check_lr, gaussian_like, rmsprop_init, rmsprop_update
 
 
 def _check_positive_int(name: str, n) -> None:
@@ -47,7 +48,7 @@ def euler_maruyama(drift: Callable, diffusion: Callable, x0: torch.Tensor, t1: f
     x, times, states = x0.clone(), [], []
     for k in range(n_steps):
         t = k * dt
-        dw = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) * sq
+        dw = gaussian_like(x.shape, x, generator) * sq
         x = x + drift(t, x) * dt + diffusion(t, x) * dw
         if every is not None and (k + 1) % every == 0:
             times.append((k + 1) * dt)
@@ -67,7 +68,7 @@ def ou_moments(theta: float, mu: float, sigma: float, x0: float, t: float) -> tu
 
 
 def rmsprop_sde_params(lr: float, beta: float, eps: float, sigma: float) -> dict:
-    """The constants of the RMSprop SDE (Malladi et al. 2022, Sec. 4): ``sigma0 = sigma lr``, ``eps0 = eps lr``,
+    """The constants of the RMSprop SDE (Malladi et al. 2022): ``sigma0 = sigma lr``, ``eps0 = eps lr``,
     ``c2 = (1 - beta) / lr^2``; the SDE time of step ``k`` is ``k lr^2``."""
     _check_lr(lr)
     _check_beta("beta", beta)
@@ -96,7 +97,7 @@ class QuadraticNGOS:
         return 0.5 * (self.h * x * x).sum(-1)
 
     def noisy_grad(self, x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        z = gaussian_like(x.shape, x, generator)
         return self.h * x + sigma * self.Sigma.sqrt() * z
 
     def sde_stationary_loss(self, sigma0: float, eps0: float) -> float:
@@ -131,7 +132,7 @@ def simulate_rmsprop_discrete(problem: QuadraticNGOS, x0: torch.Tensor, lr: floa
 def simulate_rmsprop_sde(problem: QuadraticNGOS, x0: torch.Tensor, sigma0: float, eps0: float, c2: float,
                          t1: float, n_steps: int, replicas: int, generator: torch.Generator,
                          n_records: int = 50, u0: torch.Tensor | None = None) -> ReplicaRun:
-    """Euler--Maruyama for the RMSprop SDE of Malladi et al. 2022 (Sec. 4; module docstring) on ``problem``,
+    """Euler--Maruyama for the RMSprop SDE of Malladi et al. 2022 (module docstring) on ``problem``,
     ``replicas`` paths at once from ``X_0 = x0`` and ``u_0 = u0`` (default ``Sigma``, the equilibrium of the
     ``u``-equation; the discrete run's ``v0 / sigma^2`` is the consistent choice). Itô: ``P`` and the drift are
     evaluated at the start of each step. Used in ``chapters/optimization/sde-scaling-rules.md``."""
@@ -151,7 +152,7 @@ def simulate_rmsprop_sde(problem: QuadraticNGOS, x0: torch.Tensor, sigma0: float
     ks, losses = [], []
     for k in range(1, n_steps + 1):
         P = sigma0 * u.sqrt() + eps0
-        dw = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) * sq
+        dw = gaussian_like(x.shape, x, generator) * sq
         x_new = x - (problem.grad(x) * dt + sigma0 * sqrt_sigma * dw) / P
         u = u + c2 * (problem.Sigma - u) * dt
         x = x_new
@@ -160,3 +161,16 @@ def simulate_rmsprop_sde(problem: QuadraticNGOS, x0: torch.Tensor, sigma0: float
             losses.append(problem.loss(x))
     ks = np.array(ks)
     return ReplicaRun(ks, ks * dt, torch.stack(losses).cpu().numpy())
+
+
+def linreg_sde_stationary_loss(lr: float, batch: int, eps: float, h: torch.Tensor, noise_std: float) -> float:
+    """The RMSprop SDE's stationary excess loss for the online linear regression of
+    ``dltheory.optim.linreg_rmsprop_replicas``. Near the optimum the minibatch gradient noise is
+    ``noise_std^2 diag(h) / batch``, i.e. an NGOS with ``sigma = 1 / sqrt(batch)`` and ``Sigma = noise_std^2 h``
+    (dropping the ``O(excess loss)`` state-dependent part); then :meth:`QuadraticNGOS.sde_stationary_loss` with
+    ``sigma0 = lr / sqrt(batch)`` and ``eps0 = eps lr``. Used in ``chapters/optimization/sde-scaling-rules.md``
+    to predict the excess loss under each scaling rule."""
+    _check_lr(lr)
+    _check_eps(eps)
+    _check_positive_int("batch", batch)
+    return QuadraticNGOS(h, noise_std**2 * h).sde_stationary_loss(lr / math.sqrt(batch), eps * lr)
