@@ -9,8 +9,8 @@ from general functions of the sequence:
 * ``parity``: number of ``1``s mod 2 (binary alphabet); orthogonal to every additive function;
 * ``mod3``: number of ``1``s mod 3, a three-class counter (binary alphabet);
 * ``substring``: does the string contain ``ab`` as a contiguous substring (alphabet ``{a, b, c}``);
-* ``majority``: more ``1``s than ``0``s, ties broken by the first token (binary alphabet); the additive
-  control, a threshold of ``sum_t x_t + x_1 / 2``.
+* ``majority``: strictly more ``1``s than ``0``s (binary alphabet); the additive control, a threshold of
+  ``sum_t x_t``.
 
 Strings are integer tensors of shape ``(n, L)`` with symbols ``0..k-1``; ``a, b, c`` are ``0, 1, 2``. Every
 language here is regular; :func:`run_dfa` runs an explicit automaton and the tests check each label
@@ -100,8 +100,8 @@ def simplex_embedding(k: int, dtype: torch.dtype = torch.float64) -> torch.Tenso
         helmert[j - 1, j] = -float(j)
         helmert[j - 1] /= math.sqrt(j * (j + 1))
     emb = helmert.T / math.sqrt(1.0 - 1.0 / k)  # row a: the centred indicator of symbol a, normalized
-    if k == 2:  # sign convention 0 -> -1, 1 -> +1
-        emb = -emb
+    if k == 2:  # exactly [[-1], [+1]]: symbol 0 -> -1, 1 -> +1
+        emb = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
     return emb.to(dtype)
 
 
@@ -147,12 +147,11 @@ def contains_labels(s: torch.Tensor, pattern: Sequence[int] = (0, 1)) -> torch.T
 
 
 def majority_labels(s: torch.Tensor, symbol: int = 1) -> torch.Tensor:
-    """1 if ``symbol`` fills more than half of the string; a tie (even length) goes to the first token.
-    With ``x_t = +1`` for ``symbol`` and ``-1`` otherwise, the label is ``1{sum_t x_t + x_1/2 > 0}``: a
-    threshold of an additive function (the chapter's additive control)."""
+    """1 if ``symbol`` fills strictly more than half of the string (a tie, possible at even length, is 0).
+    With ``x_t = +1`` for ``symbol`` and ``-1`` otherwise the label is ``1{sum_t x_t > 0}``: a threshold of
+    an additive function (the chapter's additive control)."""
     s = _check_strings(s)
-    x = 2 * (s == symbol).long() - 1
-    return (2 * x.sum(1) + x[:, 0] > 0).long()
+    return (2 * count_symbol(s, symbol) > s.shape[1]).long()
 
 
 # ---------------------------------------------------------------------------------------------- automata
@@ -169,7 +168,7 @@ class DFA:
 
 
 def run_dfa(s: torch.Tensor, dfa: DFA) -> torch.Tensor:
-    """Run ``dfa`` on every string (a plain python loop: the independent reference for the label functions)."""
+    """Run ``dfa`` on every string: a plain python loop, the independent reference for the label functions."""
     s = _check_strings(s, len(dfa.delta[0]))
     out = []
     for row in s.tolist():

@@ -95,9 +95,10 @@ def init_elman(d: int, width: int, n_out: int, generator: torch.Generator, sigma
     for name, v in (("sigma_w", sigma_w), ("sigma_a", sigma_a), ("sigma_b", sigma_b)):
         _check_pos_float(name, v)
     lead = () if replicas is None else (_check_pos_int("replicas", replicas),)
-    W = torch.randn(*lead, width, width, generator=generator, dtype=torch.float64) * (sigma_w / math.sqrt(width))
-    A = torch.randn(*lead, width, d, generator=generator, dtype=torch.float64) * sigma_a
-    B = torch.randn(*lead, n_out, width, generator=generator, dtype=torch.float64) * (sigma_b / math.sqrt(width))
+    f64 = torch.float64
+    W = torch.randn(*lead, width, width, generator=generator, dtype=f64) * (sigma_w / math.sqrt(width))
+    A = torch.randn(*lead, width, d, generator=generator, dtype=f64) * sigma_a
+    B = torch.randn(*lead, n_out, width, generator=generator, dtype=f64) * (sigma_b / math.sqrt(width))
     cast = lambda t: t.to(device=device, dtype=dtype)
     return ElmanRNN(cast(W), cast(A), cast(B), float(sigma_w), float(sigma_a), float(sigma_b))
 
@@ -194,7 +195,10 @@ def ridge_fit(features: torch.Tensor, targets: torch.Tensor, lam: float = 1e-6,
         raise ValueError(f"lam must be a finite number >= 0, got {lam}")
     phi = torch.cat([features.double(), torch.ones(features.shape[0], 1, dtype=torch.float64,
                                                    device=features.device)], 1)
-    w = torch.ones(phi.shape[0], dtype=torch.float64, device=phi.device) if weights is None else weights.double()
+    if weights is None:
+        w = torch.ones(phi.shape[0], dtype=torch.float64, device=phi.device)
+    else:
+        w = weights.to(device=phi.device, dtype=torch.float64)
     gram = phi.T @ (w[:, None] * phi)
     reg = lam * torch.diagonal(gram)[:-1].mean()
     gram = gram + reg * torch.eye(gram.shape[0], dtype=torch.float64, device=phi.device)
@@ -220,6 +224,9 @@ def decode_errors(h_train: torch.Tensor, x_train: torch.Tensor, h_test: torch.Te
     xt = x_test.double()
     err = (pred - xt).pow(2).sum(-1).mean(0)
     var = (xt - xt.mean(0)).pow(2).sum(-1).mean(0)
+    if bool((var <= 0).any()):
+        raise ValueError("a token position is constant on the test set, so its relative error is undefined; "
+                         "split the strings at random (e.g. with torch.randperm)")
     return err / var
 
 
@@ -364,3 +371,102 @@ def best_additive_accuracy(task: str, length: int) -> float:
     y = t.labels(s)
     coef = fit_additive(s, y, t.k, t.n_classes)
     return expected_accuracy(additive_scores(s, coef, t.k), y)
+
+
+# ------------------------------------------------------------------------------------------ experiments
+
+
+def kernel_error_curve(x: torch.Tensor, widths, replicas: int, generator: torch.Generator,
+                       sigma_w: float = math.sqrt(2.0), sigma_a: float = math.sqrt(2.0),
+                       device: str | torch.device = "cpu") -> dict:
+    """Relative Frobenius error ``||K_hat - K_L||_F / ||K_L||_F`` of the finite-width kernel
+    ``<h_L, h'_L>/m`` of ``replicas`` independent networks per width, against :func:`kernel_recursion`.
+    ``x``: token vectors ``(n, L, d)``. Returns ``{"widths", "errors" (len(widths), replicas), "median"}``."""
+    K = kernel_recursion(x, sigma_w=sigma_w, sigma_a=sigma_a)
+    errs = []
+    for m in widths:
+        net = init_elman(x.shape[-1], int(m), 1, generator, sigma_w, sigma_a, replicas=replicas,
+                         device=device)
+        h = hidden_states(net.W, net.A, x.to(device=device, dtype=net.W.dtype))
+        kh = empirical_kernel(h).double().cpu()
+        errs.append(relative_error(kh, K))
+    errs = torch.stack(errs)
+    return {"widths": list(widths), "errors": errs, "median": errs.median(dim=1).values}
+
+
+def decoding_curve(x: torch.Tensor, train_idx: torch.Tensor, test_idx: torch.Tensor, widths, replicas: int,
+                   generator: torch.Generator, lam: float = 1e-6, sigma_w: float = math.sqrt(2.0),
+                   sigma_a: float = math.sqrt(2.0), device: str | torch.device = "cpu") -> dict:
+    """:func:`decode_errors` of random RNNs (He scale by default) for every width, ``replicas`` networks each.
+
+    Returns ``{"widths", "per_position" (len(widths), replicas, L), "mean" (len(widths),)}`` where
+    ``mean`` averages the relative error over positions and replicas."""
+    out = []
+    xd = x.to(device)
+    for m in widths:
+        per = []
+        for _ in range(replicas):
+            net = init_elman(x.shape[-1], int(m), 1, generator, sigma_w, sigma_a, device=device,
+                             dtype=x.dtype)
+            h = hidden_states(net.W, net.A, xd)
+            per.append(decode_errors(h[train_idx], xd[train_idx], h[test_idx], xd[test_idx], lam).cpu())
+        out.append(torch.stack(per))
+    per_position = torch.stack(out)
+    return {"widths": list(widths), "per_position": per_position, "mean": per_position.mean(dim=(1, 2))}
+
+
+def loglog_slope(xs, ys) -> float:
+    """Least-squares slope of ``log y`` against ``log x``."""
+    lx = torch.log(torch.as_tensor(xs, dtype=torch.float64))
+    ly = torch.log(torch.as_tensor(ys, dtype=torch.float64))
+    lx, ly = lx - lx.mean(), ly - ly.mean()
+    return float((lx * ly).sum() / (lx * lx).sum())
+
+
+def learning_curve(task: str, length: int, samples, width: int, steps: int, generator: torch.Generator,
+                   lr_scale: float = 1.0, n_test: int = 2000, device: str | torch.device = "cpu") -> dict:
+    """Train one RNN per training-set size on ``task`` and compare it with additive models.
+
+    For each ``n`` in ``samples``: draw ``n`` strings i.i.d. uniform (with repetitions), train a fresh
+    He-initialized RNN of ``width`` by :func:`train_gd` (all sizes at once, as replicas), and evaluate on
+    ``n_test`` fresh uniform strings. Also fits the best additive model *on the same samples*
+    (:func:`fit_additive`). Returns per size: test accuracy of the RNN (``rnn``), its accuracy on test
+    strings absent from the training set (``rnn_unseen``, NaN if none) and on the training strings
+    (``rnn_train``), the additive model's test accuracy (``additive``), the fraction of test mass seen in
+    training (``seen``), the final training loss and ``move`` (relative change of ``W``)."""
+    from dltheory.languages import embed, sample_strings, string_ids, unique_with_counts
+
+    t = get_task(task)
+    k, c = t.k, t.n_classes
+    draws = [unique_with_counts(sample_strings(int(n), length, k, generator)) for n in samples]
+    n_max = max(len(u) for u, _ in draws)
+    R = len(draws)
+    x = torch.zeros(R, n_max, length, k - 1)
+    y = torch.zeros(R, n_max, c)
+    w = torch.zeros(R, n_max)
+    for r, (u, cnt) in enumerate(draws):
+        x[r, : len(u)] = embed(u, k)
+        x[r, len(u):] = embed(u[:1], k)  # padding rows carry zero weight
+        y[r, : len(u)] = torch.nn.functional.one_hot(t.labels(u), c).float() - 1.0 / c
+        w[r, : len(u)] = cnt.float() / cnt.sum()
+    net = init_elman(k - 1, width, c, generator, replicas=R, device=device)
+    res = train_gd(net, x.to(device), y.to(device), w.to(device), steps, lr_scale,
+                   record_every=max(1, steps // 50))
+    test_u, test_cnt = unique_with_counts(sample_strings(n_test, length, k, generator))
+    test_y = t.labels(test_u)
+    scores = centred_scores(net, res["W"], embed(test_u, k).to(device)).cpu()
+    train_scores = centred_scores(net, res["W"], x.to(device)).cpu()
+    out = {key: [] for key in ("rnn", "rnn_unseen", "rnn_train", "additive", "seen", "unique")}
+    for r, (u, cnt) in enumerate(draws):
+        seen = torch.isin(string_ids(test_u, k), string_ids(u, k))
+        out["rnn"].append(expected_accuracy(scores[r], test_y, test_cnt))
+        out["rnn_unseen"].append(expected_accuracy(scores[r][~seen], test_y[~seen], test_cnt[~seen])
+                                 if bool((~seen).any()) else float("nan"))
+        out["rnn_train"].append(expected_accuracy(train_scores[r, : len(u)], t.labels(u), cnt))
+        coef = fit_additive(u, t.labels(u), k, c, cnt.double())
+        out["additive"].append(expected_accuracy(additive_scores(test_u, coef, k), test_y, test_cnt))
+        out["seen"].append(float(test_cnt[seen].sum() / test_cnt.sum()))
+        out["unique"].append(len(u))
+    out.update(samples=list(samples), losses=res["losses"], final_loss=res["losses"][-1], move=res["move"],
+               lr=res["lr"], lambda_max=res["lambda_max"])
+    return out
