@@ -61,3 +61,20 @@ def test_student_notebooks_execute_at_smoke(tmp_path, monkeypatch):
         nb = nbformat.read(tmp_path / f"{p.stem}.out.ipynb", as_version=4)
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
         assert not errors
+
+
+def test_strip_solutions_handles_several_blocks_and_blocks_across_cells():
+    from dltheory.build import _strip_solutions
+
+    text = ("Intro\n```{exercise-start}\n```\nQ1\n```{exercise-end}\n```\n"
+            "```{solution-start} a\n:class: dropdown\n```\nS1 secret\n```{solution-end}\n```\n"
+            "```{exercise-start}\n```\nQ2\n```{exercise-end}\n```\n"
+            "```{solution-start} b\n:class: dropdown\n```\nS2 secret\n```{solution-end}\n```\nOutro")
+    kept, open_ = _strip_solutions(text, False)
+    assert "secret" not in kept and "solution" not in kept and not open_
+    assert kept.startswith("Intro") and "Q1" in kept and "Q2" in kept and kept.endswith("Outro")
+    # a block that opens in one cell and closes in a later one
+    first, open_ = _strip_solutions("Q\n```{solution-start} c\n:class: dropdown\n```\nhidden", False)
+    assert first == "Q" and open_
+    second, open_ = _strip_solutions("more hidden\n```{solution-end}\n```\nAfter", True)
+    assert second == "After" and not open_

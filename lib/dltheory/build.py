@@ -156,6 +156,32 @@ def build_html(out: Path | None = None) -> int:
     return 0
 
 
+_SOLUTION_START = "```{solution-start}"
+_SOLUTION_END = "```{solution-end}"
+
+
+def _strip_solutions(text: str, in_solution: bool) -> tuple[str, bool]:
+    """Remove every ``{solution-start}`` … ``{solution-end}`` block of a markdown cell's text, however many
+    there are; a block may open in one cell and close in a later one (``in_solution`` carries the state)."""
+    out = []
+    while text:
+        if in_solution:
+            end = text.find(_SOLUTION_END)
+            if end < 0:
+                return "".join(out).rstrip(), True
+            close = text.find("```", end + len(_SOLUTION_END))
+            text = text[close + 3:] if close >= 0 else ""
+            in_solution = False
+        else:
+            start = text.find(_SOLUTION_START)
+            if start < 0:
+                out.append(text)
+                break
+            out.append(text[:start])
+            text, in_solution = text[start:], True
+    return re.sub(r"\n{3,}", "\n\n", "".join(out)).strip("\n"), in_solution
+
+
 def student_notebook(md: Path):
     """The student edition of one chapter (a ``NotebookNode``): cells tagged ``check`` and everything from a
     ``{solution-start}`` to its ``{solution-end}`` removed, glue roles replaced by a hint, outputs cleared."""
@@ -165,25 +191,18 @@ def student_notebook(md: Path):
     nb = jupytext.read(md)
     cells, in_solution = [], False
     for cell in nb.cells:
-        text = cell.source
-        if cell.cell_type == "markdown" and "{solution-start}" in text:
-            keep = text.split("```{solution-start}")[0].rstrip()
-            if keep:
-                cells.append(nbformat.v4.new_markdown_cell(keep))
-            in_solution = "{solution-end}" not in text
-            continue
-        if in_solution:
-            if cell.cell_type == "markdown" and "{solution-end}" in text:
-                in_solution = False
-                rest = text.split("{solution-end}", 1)[1].lstrip("`\n ")
-                if rest.strip():
-                    cells.append(nbformat.v4.new_markdown_cell(rest))
+        if cell.cell_type == "markdown":
+            kept, in_solution = _strip_solutions(cell.source, in_solution)
+            if not kept.strip():
+                continue
+            cell.source = kept
+        elif in_solution:
             continue
         tags = cell.get("metadata", {}).get("tags", [])
         if "check" in tags:
             continue
         if cell.cell_type == "markdown":
-            cell.source = _GLUE_RE.sub(lambda m: f"*(computed when you run the notebook: `{m.group(1)}`)*", text)
+            cell.source = _GLUE_RE.sub(lambda m: f"*(computed when you run the notebook: `{m.group(1)}`)*", cell.source)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
             cell.metadata["tags"] = [t for t in tags if t in ("parameters",)]

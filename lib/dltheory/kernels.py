@@ -58,4 +58,5 @@ def relu_ntk_gram(x: torch.Tensor) -> torch.Tensor:
     if not torch.allclose(norms, torch.ones_like(norms), atol=1e-6 if x.dtype == torch.float64 else 1e-4):
         raise ValueError("rows of x must have unit norm; normalize with x / x.norm(dim=1, keepdim=True)")
     g = x @ x.T
+    g = (g + g.T) / 2  # a matmul is symmetric only to rounding, and arccos amplifies that near rho = 1
     return g * relu_deriv_kernel(g)
