@@ -203,29 +203,75 @@ class History:
         return np.asarray(self.eval_steps), np.stack(self.acc, axis=1)
 
 
+def loss_and_grads(params: MLP, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+                   alpha: float = 0.0, temperature: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """:func:`distill_loss` and its gradient with respect to ``(W1, b1, W2, b2)``, by hand.
+
+    The gradient of ``alpha * CE + (1 - alpha) * KL`` with respect to the student's logits is
+    ``(softmax(logits) - target) / B`` with ``target = alpha * onehot(y) + (1 - alpha) * q`` (``q`` the teacher's
+    tempered probabilities); back-propagating it through the two layers takes four batched matrix products.
+    About twice as fast as autograd for these small networks; ``tests/test_distill.py`` checks it against
+    autograd and with ``torch.autograd.gradcheck``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    B = x.shape[1]
+    z1 = torch.baddbmm(params.b1.unsqueeze(1), x, params.W1.transpose(1, 2))
+    h = torch.relu(z1)
+    logits = torch.baddbmm(params.b2.unsqueeze(1), h, params.W2.transpose(1, 2))
+    c = logits.shape[-1]
+    logp = F.log_softmax(logits, dim=-1)
+    onehot = F.one_hot(y, c).to(logits.dtype)
+    if teacher_logits is None:
+        target = onehot
+        loss = -(onehot * logp).sum(-1).mean(-1).sum()
+    else:
+        if temperature < 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
+        if temperature == 0:
+            q = F.one_hot(teacher_logits.argmax(-1), c).to(logits.dtype)
+            kl = -(q * logp).sum(-1)
+        else:
+            logq = F.log_softmax(teacher_logits / temperature, dim=-1)
+            q = logq.exp()
+            kl = (q * (logq - logp)).sum(-1)
+        target = alpha * onehot + (1 - alpha) * q
+        loss = (alpha * -(onehot * logp).sum(-1) + (1 - alpha) * kl).mean(-1).sum()
+    dlogits = (logp.exp() - target) / B                         # (S, B, c)
+    dW2 = torch.bmm(dlogits.transpose(1, 2), h)                 # (S, c, m)
+    db2 = dlogits.sum(1)
+    dz1 = torch.bmm(dlogits, params.W2) * (z1 > 0)              # (S, B, m)
+    dW1 = torch.bmm(dz1.transpose(1, 2), x)                     # (S, m, n)
+    db1 = dz1.sum(1)
+    return loss, [dW1, db1, dW2, db2]
+
+
 def train(params: MLP, stream: ParityStream, lr: float, steps: int, x_test: torch.Tensor, y_test: torch.Tensor,
           eval_every: int, method: str = "ce", teacher: Checkpoints | None = None, alpha: float = 0.0,
           temperature: float = 1.0, save_every: int | None = None, stop_at: float | None = None
           ) -> tuple[MLP, History, Checkpoints]:
-    """SGD on fresh parity batches, all seeds at once. Returns ``(final params, history, checkpoints)``.
+    """Online SGD on fresh parity batches, all seeds at once. Returns ``(final params, history, checkpoints)``.
 
     * ``method='ce'``: cross-entropy on the labels (teacher training, and the CE student);
     * ``method='oneshot'``: distill from ``teacher``'s final checkpoint at every step;
-    * ``method='progressive'``: at step ``s`` distill from ``teacher.params[teacher.index_for_step(s)]``.
-    * ``save_every``: save a checkpoint of ``params`` every that many steps (and at the last step).
+    * ``method='progressive'``: at step ``s`` distill from ``teacher.params[teacher.index_for_step(s)]``;
+    * ``save_every``: save a checkpoint of ``params`` every that many steps (and at the last step);
     * ``stop_at``: stop early once every seed's test accuracy is ``>= stop_at`` at an evaluation.
+
+    Student seed ``i`` distils from teacher seed ``i`` (the teacher's seed axis must match).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if method != "ce" and (teacher is None or not teacher.steps):
         raise ValueError(f"method {method!r} needs teacher checkpoints")
+    if method != "ce" and teacher.params[0].num_seeds != params.num_seeds:
+        raise ValueError(f"the teacher has {teacher.params[0].num_seeds} seeds, the student {params.num_seeds}")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr}")
     steps, eval_every = _check_pos_int("steps", steps), _check_pos_int("eval_every", eval_every)
-    if stream.seeds and len(stream.seeds) != params.num_seeds:
+    if len(stream.seeds) != params.num_seeds:
         raise ValueError(f"the stream has {len(stream.seeds)} seeds but params have {params.num_seeds}")
-    p = [t.detach().clone().requires_grad_(True) for t in params.tensors()]
-    cur = MLP(*p)
+    cur = params.detached()
+    p = cur.tensors()
     hist, ckpts = History(), Checkpoints()
     if method == "oneshot":
         teacher = teacher.final()
@@ -238,29 +284,25 @@ def train(params: MLP, stream: ParityStream, lr: float, steps: int, x_test: torc
             hist.teacher_steps.append(tstep)
         return stop_at is not None and bool((acc >= stop_at).all())
 
-    t_idx = teacher.index_for_step(0) if teacher is not None and method != "ce" else None
+    t_idx = teacher.index_for_step(0) if method != "ce" else None
     log(0, teacher.steps[t_idx] if t_idx is not None else None)
-    for step in range(steps):
-        x, y = stream.next()
-        logits = mlp_logits(cur, x)
-        if method == "ce":
-            loss = distill_loss(logits, y, None)
-        else:
-            t_idx = teacher.index_for_step(step)
-            with torch.no_grad():
+    with torch.no_grad():
+        for step in range(steps):
+            x, y = stream.next()
+            t_logits = None
+            if method != "ce":
+                t_idx = teacher.index_for_step(step)
                 t_logits = mlp_logits(teacher.params[t_idx], x)
-            loss = distill_loss(logits, y, t_logits, alpha, temperature)
-        grads = torch.autograd.grad(loss, p)
-        with torch.no_grad():
+            _, grads = loss_and_grads(cur, x, y, t_logits, alpha, temperature)
             for t, g in zip(p, grads):
-                t.sub_(lr * g)
-        done = step + 1
-        if save_every is not None and (done % save_every == 0 or done == steps):
-            ckpts.steps.append(done)
-            ckpts.params.append(cur.detached())
-        if done % eval_every == 0 or done == steps:
-            if log(done, teacher.steps[t_idx] if t_idx is not None else None):
-                break
+                t.sub_(g, alpha=lr)
+            done = step + 1
+            if save_every is not None and (done % save_every == 0 or done == steps):
+                ckpts.steps.append(done)
+                ckpts.params.append(cur.detached())
+            if done % eval_every == 0 or done == steps:
+                if log(done, teacher.steps[t_idx] if t_idx is not None else None):
+                    break
     return cur.detached(), hist, ckpts
 
 

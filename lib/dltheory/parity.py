@@ -11,7 +11,7 @@ Defined for the chapter *Progressive distillation and its implicit curriculum*
   ``y = 1`` where ``chi_S = -1``;
 * Fourier–Walsh coefficients ``hat f(T) = E_x[f(x) chi_T(x)]``, exactly (rationals, by enumeration) or on a
   sample;
-* the probe of their Sec. 3.2 / ``parity/probing/probing.py``: ``|E_x[chi_T(x) p(y=1|x)]|`` for monomials
+* the correlation probe of their Sec. 3 (probing the teacher's checkpoints): ``|E_x[chi_T(x) p(y=1|x)]|`` for monomials
   ``T`` inside and outside the support; here for the degree-1 monomials ``T = {i}``.
 """
 
@@ -55,14 +55,23 @@ def labels_from_parity(chi: torch.Tensor) -> torch.Tensor:
     return (chi < 0).long()
 
 
+def random_signs(shape: Sequence[int], n: int, generator: torch.Generator,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Uniform points of ``{-1, +1}^n`` with batch shape ``shape``, unpacked from random bytes (8 coordinates
+    per draw, about 2.5x faster than one ``randint`` per coordinate)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    r = torch.randint(0, 256, (*shape, -(-n // 8)), generator=generator, dtype=torch.uint8)
+    bits = (r.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1        # (*shape, bytes, 8)
+    return 1 - 2 * bits.reshape(*shape, -1)[..., :n].to(dtype)
+
+
 def sample_parity(shape: Sequence[int], n: int, support: Sequence[int], generator: torch.Generator,
                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``x`` uniform on ``{-1, +1}^n`` with batch shape ``shape`` and its labels ``y``.
 
     Returns ``(x, y)`` with ``x.shape == (*shape, n)`` and ``y.shape == tuple(shape)`` (``torch.long``)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    x = torch.randint(0, 2, (*shape, n), generator=generator).to(dtype) * 2 - 1
+    x = random_signs(shape, n, generator, dtype)
     return x, labels_from_parity(parity(x, support))
 
 
@@ -114,9 +123,10 @@ def degree1_probe(prob: torch.Tensor, x: torch.Tensor, support: Sequence[int]) -
     """The correlation probe on degree-1 monomials: ``|E_x[x_i p(x)]|`` for ``i`` in and outside the support.
 
     ``prob`` is ``p(y = 1 | x)`` (or any output) with shape ``(..., N)`` on the rows of ``x`` (shape ``(N, n)``).
-    Returns ``(in_support, off_support)`` with shapes ``(..., k)`` and ``(..., n - k)``. Implements the
-    degree-1 case of ``get_correlation`` in the reference ``parity/probing/probing.py`` (Panigrahi et al. 2025,
-    Sec. 3.2, Fig. 3)."""
+    Returns ``(in_support, off_support)`` with shapes ``(..., k)`` and ``(..., n - k)``. The degree-1 case of the
+    correlation probe of Panigrahi et al. 2025, Sec. 3. Passing a sample closed under ``x -> -x`` (the chapter's
+    antithetic probe) makes the even part of ``prob`` cancel exactly, since
+    ``E[x_i p(x)] = E[x_i (p(x) - p(-x)) / 2]``."""
     n = x.shape[-1]
     support = sorted(set(int(i) for i in support))
     if any(i < 0 or i >= n for i in support):
