@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dltheory.kernels import relu_ntk_gram
+from dltheory.kernels import cosines, relu_ntk_gram, unit_rows
 
 SELU_LAMBDA = 1.0507009873554805
 SELU_ALPHA = 1.6732632423543772
@@ -256,24 +256,13 @@ def hermite_tail(f: Callable[[torch.Tensor], torch.Tensor], coeffs: torch.Tensor
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    x = torch.as_tensor(x)
-    if x.ndim != 2:
-        raise ValueError(f"x must be a matrix (n, d) of unit-norm rows, got shape {tuple(x.shape)}")
-    norms = x.norm(dim=1)
-    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-6 if x.dtype == torch.float64 else 1e-4):
-        raise ValueError("rows of x must have unit norm; normalize with x / x.norm(dim=1, keepdim=True)")
-    return x
-
-
 def hermite_gram(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     """``G_ij = sum_{k=0}^{K} c_k^2 <x_i, x_j>^{k+1}`` for unit-norm rows ``x_i`` (Panigrahi et al. 2020,
     Hermite form of the G-matrix). With ``c`` the coefficients of ``phi'`` truncated at ``K`` this is a
     lower bound of the infinite series in the PSD order (the dropped terms are Schur powers, hence PSD), so
     ``lambda_min(hermite_gram) <= lambda_min(G^inf)``; for a polynomial ``phi`` it is exact."""
-    x = _unit_rows(x)
-    coeffs = torch.as_tensor(coeffs, dtype=x.dtype)
-    rho = (x @ x.T).clamp(-1.0, 1.0)
+    rho = cosines(x)
+    coeffs = torch.as_tensor(coeffs, dtype=rho.dtype)
     g = torch.zeros_like(rho)
     power = rho.clone()
     for c in coeffs:
@@ -316,11 +305,10 @@ def polar_kernel(rho: torch.Tensor, dphi: Callable[[torch.Tensor], torch.Tensor]
 def quadrature_gram(x: torch.Tensor, dphi: Callable[[torch.Tensor], torch.Tensor], **kw) -> torch.Tensor:
     """``G_ij = <x_i,x_j> E[phi'(u)phi'(v)]`` with the expectation from :func:`polar_kernel` (upper triangle
     evaluated once, then mirrored)."""
-    x = _unit_rows(x)
-    rho = (x @ x.T).clamp(-1.0, 1.0)
+    rho = cosines(x)
     n = rho.shape[0]
     iu = torch.triu_indices(n, n)
-    vals = polar_kernel(rho[iu[0], iu[1]], dphi, **kw).to(x.dtype)
+    vals = polar_kernel(rho[iu[0], iu[1]], dphi, **kw).to(rho.dtype)
     k = torch.zeros_like(rho)
     k[iu[0], iu[1]] = vals
     k = k + k.T - torch.diag(k.diagonal())
@@ -338,7 +326,7 @@ def gram_inf(x: torch.Tensor, activation: str | Activation, k_max: int = 300) ->
     * other kinked activations (ELU, SELU): :func:`quadrature_gram`, because their Hermite series converges
       only algebraically."""
     act = get_activation(activation)
-    x = _unit_rows(x)
+    x = unit_rows(x)
     if act.name == "relu":
         return relu_ntk_gram(x)
     if act.smooth:
@@ -352,7 +340,7 @@ def empirical_gram(x: torch.Tensor, activation: str | Activation, width: int, ge
     """The finite-width Gram ``H_ij = <x_i,x_j> (1/m) sum_r phi'(w_r.x_i) phi'(w_r.x_j)``, ``w_r ~ N(0, I_d)``
     (Du et al. 2019, ``H(0)``): a Monte Carlo estimate of ``G^inf`` with error ``O(m^{-1/2})``. With
     ``replicas=R`` returns ``R`` independent estimates stacked (one batched draw, no Python loop)."""
-    x = _unit_rows(x)
+    x = unit_rows(x)
     width = _check_nonneg_int("width", width, 1)
     act = get_activation(activation)
     r = 1 if replicas is None else _check_nonneg_int("replicas", replicas, 1)
@@ -368,8 +356,7 @@ def relu_mc_rel_err_rms(x: torch.Tensor, width: int) -> float:
     because ``1{u>0}1{v>0}`` is Bernoulli(``p_ij``). Exact, not a bound."""
     from dltheory.kernels import relu_deriv_kernel
 
-    x = _unit_rows(x)
-    rho = (x @ x.T).clamp(-1.0, 1.0)
+    rho = cosines(x)
     p = relu_deriv_kernel(rho)
     g = relu_ntk_gram(x)
     return float(torch.sqrt((rho**2 * p * (1 - p)).sum() / width) / g.norm())
@@ -424,8 +411,7 @@ def poly_rank_sphere(d_sub: int, powers: Sequence[int]) -> int:
 def separation(x: torch.Tensor) -> float:
     """``delta = min_{i != j} min(|x_i - x_j|, |x_i + x_j|)``: the separation of Panigrahi et al. 2020 (and
     Du et al. 2019), which counts near-antipodal pairs as close."""
-    x = _unit_rows(x)
-    rho = (x @ x.T).clamp(-1.0, 1.0)
+    rho = cosines(x)
     n = rho.shape[0]
     if n < 2:
         return float("inf")

@@ -47,16 +47,29 @@ def arccos_kappa1(rho: torch.Tensor) -> torch.Tensor:
     return 2 * relu_kernel(rho)
 
 
-def relu_ntk_gram(x: torch.Tensor) -> torch.Tensor:
-    """The infinite-width Gram matrix of a two-layer ReLU net with trained first layer (Du et al. 2019,
-    Eq. 3; Panigrahi et al. 2020): ``G_ij = <x_i, x_j> (pi - arccos <x_i, x_j>) / (2 pi)`` for unit-norm
-    rows ``x_i``. Raises if the rows are not unit norm."""
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a tensor, checked to be a matrix ``(n, d)`` of unit-norm rows (the setting of Du et al. 2019 and
+    Panigrahi et al. 2020); raises with the fix otherwise."""
     x = torch.as_tensor(x)
     if x.ndim != 2:
         raise ValueError(f"x must be a matrix (n, d) of unit-norm rows, got shape {tuple(x.shape)}")
     norms = x.norm(dim=1)
     if not torch.allclose(norms, torch.ones_like(norms), atol=1e-6 if x.dtype == torch.float64 else 1e-4):
         raise ValueError("rows of x must have unit norm; normalize with x / x.norm(dim=1, keepdim=True)")
+    return x
+
+
+def cosines(x: torch.Tensor) -> torch.Tensor:
+    """The matrix ``rho_ij = <x_i, x_j>`` of unit-norm rows, exactly symmetric and clipped to ``[-1, 1]``: a
+    matmul is symmetric only to rounding, and arccos amplifies a 1e-16 asymmetry near ``rho = 1`` to 1e-8."""
+    x = unit_rows(x)
     g = x @ x.T
-    g = (g + g.T) / 2  # a matmul is symmetric only to rounding, and arccos amplifies that near rho = 1
+    return ((g + g.T) / 2).clamp(-1.0, 1.0)
+
+
+def relu_ntk_gram(x: torch.Tensor) -> torch.Tensor:
+    """The infinite-width Gram matrix of a two-layer ReLU net with trained first layer (Du et al. 2019,
+    Eq. 3; Panigrahi et al. 2020): ``G_ij = <x_i, x_j> (pi - arccos <x_i, x_j>) / (2 pi)`` for unit-norm
+    rows ``x_i``. Raises if the rows are not unit norm."""
+    g = cosines(x)
     return g * relu_deriv_kernel(g)
