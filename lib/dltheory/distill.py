@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dltheory.parity import parity, sample_parity
+from dltheory.parity import labels_from_parity, parity, sample_parity
 
 METHODS = ("ce", "oneshot", "progressive")
 
@@ -131,6 +131,23 @@ class ParityStream:
         return x, y
 
 
+def _check_alpha_temperature(alpha: float, temperature: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if temperature < 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be finite and >= 0 (0 = hard teacher labels), got {temperature}")
+
+
+def teacher_target(teacher_logits: torch.Tensor, temperature: float, dtype: torch.dtype
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The distillation target ``q = softmax(teacher / tau)`` and its log, or for ``tau = 0`` the one-hot
+    argmax of the teacher and ``None`` (its log is 0 where ``q`` is 1)."""
+    if temperature == 0:
+        return F.one_hot(teacher_logits.argmax(-1), teacher_logits.shape[-1]).to(dtype), None
+    logq = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return logq.exp(), logq
+
+
 def distill_loss(student_logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None,
                  alpha: float = 0.0, temperature: float = 1.0) -> torch.Tensor:
     """``alpha * CE(y, student) + (1 - alpha) * KL(softmax(teacher / tau) || softmax(student))``, averaged over
@@ -140,20 +157,13 @@ def distill_loss(student_logits: torch.Tensor, y: torch.Tensor, teacher_logits: 
     (``alpha`` is then ignored). ``temperature = 0`` uses the teacher's argmax as a one-hot target. Implements
     the loss of the reference ``boolean_distill_expts.py`` (``kl_type='forward'``); the teacher's entropy, which
     the reference leaves in, does not change the gradient."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if temperature < 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be finite and >= 0 (0 = hard teacher labels), got {temperature}")
+    _check_alpha_temperature(alpha, temperature)
     logp = F.log_softmax(student_logits, dim=-1)
     ce = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1)  # (S,)
     if teacher_logits is None:
         return ce.sum()
-    if temperature == 0:
-        q = F.one_hot(teacher_logits.argmax(-1), student_logits.shape[-1]).to(logp.dtype)
-        kl = -(q * logp).sum(-1).mean(-1)
-    else:
-        logq = F.log_softmax(teacher_logits / temperature, dim=-1)
-        kl = (logq.exp() * (logq - logp)).sum(-1).mean(-1)
+    q, logq = teacher_target(teacher_logits, temperature, logp.dtype)
+    kl = (q * ((0.0 if logq is None else logq) - logp)).sum(-1).mean(-1)
     return (alpha * ce + (1 - alpha) * kl).sum()
 
 
@@ -212,8 +222,7 @@ def loss_and_grads(params: MLP, x: torch.Tensor, y: torch.Tensor, teacher_logits
     tempered probabilities); back-propagating it through the two layers takes four batched matrix products.
     About twice as fast as autograd for these small networks; ``tests/test_distill.py`` checks it against
     autograd and with ``torch.autograd.gradcheck``."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    _check_alpha_temperature(alpha, temperature)
     B = x.shape[1]
     z1 = torch.baddbmm(params.b1.unsqueeze(1), x, params.W1.transpose(1, 2))
     h = torch.relu(z1)
@@ -225,15 +234,8 @@ def loss_and_grads(params: MLP, x: torch.Tensor, y: torch.Tensor, teacher_logits
         target = onehot
         loss = -(onehot * logp).sum(-1).mean(-1).sum()
     else:
-        if temperature < 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
-        if temperature == 0:
-            q = F.one_hot(teacher_logits.argmax(-1), c).to(logits.dtype)
-            kl = -(q * logp).sum(-1)
-        else:
-            logq = F.log_softmax(teacher_logits / temperature, dim=-1)
-            q = logq.exp()
-            kl = (q * (logq - logp)).sum(-1)
+        q, logq = teacher_target(teacher_logits, temperature, logits.dtype)
+        kl = (q * ((0.0 if logq is None else logq) - logp)).sum(-1)
         target = alpha * onehot + (1 - alpha) * q
         loss = (alpha * -(onehot * logp).sum(-1) + (1 - alpha) * kl).mean(-1).sum()
     dlogits = (logp.exp() - target) / B                         # (S, B, c)
@@ -334,5 +336,5 @@ def checkpoint_probs(ckpts: Checkpoints, x: torch.Tensor, label: int = 1) -> tor
 @torch.no_grad()
 def checkpoint_accuracy(ckpts: Checkpoints, x: torch.Tensor, support: Sequence[int]) -> torch.Tensor:
     """Accuracy of every checkpoint and seed on ``x``, shape ``(C, S)``."""
-    y = (parity(x, support) < 0).long()
+    y = labels_from_parity(parity(x, support))
     return torch.stack([(mlp_logits(p, x.to(p.W1.dtype)).argmax(-1) == y).double().mean(-1) for p in ckpts.params])
