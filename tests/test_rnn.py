@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dltheory import languages as lang
 from dltheory import rnn
+from dltheory.fitting import loglog_slope
 from dltheory.kernels import relu_kernel
 
 HYP = settings(max_examples=25, deadline=None)
@@ -255,7 +256,7 @@ def test_expected_accuracy_splits_ties():
 
 def test_loglog_slope_exact_for_power_law():
     xs = [1.0, 2.0, 4.0, 8.0]
-    assert rnn.loglog_slope(xs, [3 * v**-0.7 for v in xs]) == pytest.approx(-0.7)
+    assert loglog_slope(xs, [3 * v**-0.7 for v in xs]) == pytest.approx(-0.7)
 
 
 def test_learning_curve_smoke_and_determinism():

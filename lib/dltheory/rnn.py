@@ -415,14 +415,6 @@ def decoding_curve(x: torch.Tensor, train_idx: torch.Tensor, test_idx: torch.Ten
     return {"widths": list(widths), "per_position": per_position, "mean": per_position.mean(dim=(1, 2))}
 
 
-def loglog_slope(xs, ys) -> float:
-    """Least-squares slope of ``log y`` against ``log x``."""
-    lx = torch.log(torch.as_tensor(xs, dtype=torch.float64))
-    ly = torch.log(torch.as_tensor(ys, dtype=torch.float64))
-    lx, ly = lx - lx.mean(), ly - ly.mean()
-    return float((lx * ly).sum() / (lx * lx).sum())
-
-
 def learning_curve(task: str, length: int, samples, width: int, steps: int, generator: torch.Generator,
                    lr_scale: float = 1.0, n_test: int = 2000, device: str | torch.device = "cpu") -> dict:
     """Train one RNN per training-set size on ``task`` and compare it with additive models.
