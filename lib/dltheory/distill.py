@@ -10,9 +10,10 @@ arXiv 2410.05464) and their reference code ``abhishekpanigrahi1996/ProgressiveDi
 * the student loss ``alpha * CE(y, student) + (1 - alpha) * KL(teacher_tau || student)`` with the teacher's
   logits divided by a temperature ``tau`` (``boolean_distill_expts.py``; ``tau = 0`` means the teacher's hard
   argmax label);
-* progressive distillation: at student step ``s`` the teacher is the first saved checkpoint at or after ``s``
-  (their ``teacher_ckpt_step`` rule with ``ckpt_multiplier = 1``); one-shot distillation uses the final
-  checkpoint throughout.
+* progressive distillation (:class:`Plan`, :func:`train_students`): at student step ``s`` the teacher is the first
+  listed checkpoint at or after ``s`` (their ``teacher_ckpt_step`` rule with ``ckpt_multiplier = 1``); one-shot
+  distillation lists only the final checkpoint, their "2-shot" distillation one intermediate checkpoint and the
+  final one.
 
 Seeds are batched: every parameter tensor carries a leading seed axis and all seeds advance with one batched
 matrix product (``torch.baddbmm``). Seed ``s`` gets its own generator for its initialization and its own data
@@ -21,7 +22,6 @@ stream, so its numbers do not depend on which other seeds run beside it.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,8 +31,6 @@ import torch
 import torch.nn.functional as F
 
 from dltheory.parity import labels_from_parity, parity, sample_parity
-
-METHODS = ("ce", "oneshot", "progressive")
 
 
 def _check_pos_int(name: str, v) -> int:
@@ -97,13 +95,19 @@ def init_mlp(seeds: Sequence[int], n: int, width: int, num_labels: int = 2,
     return MLP(*(torch.stack([p[i] for p in parts]) for i in range(4)))
 
 
-def mlp_logits(params: MLP, x: torch.Tensor) -> torch.Tensor:
-    """Logits ``(S, B, c)`` for inputs ``x`` of shape ``(S, B, n)`` (one batch per seed) or ``(B, n)`` (shared)."""
+def mlp_logits(params: MLP, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Logits ``(S, B, c)`` for inputs ``x`` of shape ``(S, B, n)`` (one batch per seed) or ``(B, n)`` (shared).
+
+    Large batches go through in chunks of ``chunk`` rows with the ReLU applied in place: the hidden layer of a
+    chunk then stays in the CPU's cache, which makes evaluating a wide teacher on the probe sample three times
+    faster than one pass over the whole batch."""
     if x.dim() == 2:
         x = x.expand(params.num_seeds, *x.shape)
-    if x.shape[0] != params.num_seeds or x.shape[-1] != params.W1.shape[-1]:
+    if x.dim() != 3 or x.shape[0] != params.num_seeds or x.shape[-1] != params.W1.shape[-1]:
         raise ValueError(f"x has shape {tuple(x.shape)}; expected ({params.num_seeds}, B, {params.W1.shape[-1]})")
-    h = torch.relu(torch.baddbmm(params.b1.unsqueeze(1), x, params.W1.transpose(1, 2)))
+    if x.shape[1] > chunk:
+        return torch.cat([mlp_logits(params, x[:, i:i + chunk], chunk) for i in range(0, x.shape[1], chunk)], 1)
+    h = torch.baddbmm(params.b1.unsqueeze(1), x, params.W1.transpose(1, 2)).relu_()
     return torch.baddbmm(params.b2.unsqueeze(1), h, params.W2.transpose(1, 2))
 
 
@@ -138,12 +142,31 @@ def _check_alpha_temperature(alpha: float, temperature: float) -> None:
         raise ValueError(f"temperature must be finite and >= 0 (0 = hard teacher labels), got {temperature}")
 
 
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis; for two labels, the sigmoid of the logit difference (same values, and on a CPU
+    about 25 times faster than ``torch.softmax`` over an axis of length 2)."""
+    if logits.shape[-1] == 2:
+        p1 = torch.sigmoid(logits[..., 1] - logits[..., 0])
+        return torch.stack([1 - p1, p1], -1)
+    return torch.softmax(logits, -1)
+
+
+def _one_hot(labels: torch.Tensor, c: int, dtype: torch.dtype) -> torch.Tensor:
+    """``F.one_hot(labels, c)`` as floats (for two labels built directly, several times faster)."""
+    if c == 2:
+        y1 = labels.to(dtype)
+        return torch.stack([1 - y1, y1], -1)
+    return F.one_hot(labels, c).to(dtype)
+
+
 def teacher_target(teacher_logits: torch.Tensor, temperature: float, dtype: torch.dtype
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The distillation target ``q = softmax(teacher / tau)`` and its log, or for ``tau = 0`` the one-hot
     argmax of the teacher and ``None`` (its log is 0 where ``q`` is 1)."""
+    c = teacher_logits.shape[-1]
     if temperature == 0:
-        return F.one_hot(teacher_logits.argmax(-1), teacher_logits.shape[-1]).to(dtype), None
+        top = (teacher_logits[..., 1] > teacher_logits[..., 0]).long() if c == 2 else teacher_logits.argmax(-1)
+        return _one_hot(top, c, dtype), None
     logq = F.log_softmax(teacher_logits / temperature, dim=-1)
     return logq.exp(), logq
 
@@ -181,13 +204,6 @@ class Checkpoints:
     steps: list[int] = field(default_factory=list)
     params: list[MLP] = field(default_factory=list)
 
-    def index_for_step(self, step: int) -> int:
-        """Progressive distillation's rule: the first checkpoint saved at or after ``step`` (``step >= 1``;
-        step 0 uses the first checkpoint), or the last checkpoint once the student has passed them all."""
-        if not self.steps:
-            raise ValueError("no teacher checkpoints were saved")
-        return min(bisect.bisect_left(self.steps, max(int(step), 1)), len(self.steps) - 1)
-
     def subsample(self, every: int) -> Checkpoints:
         """Every ``every``-th checkpoint (sparser spacing), always keeping the final one."""
         every = _check_pos_int("every", every)
@@ -196,10 +212,6 @@ class Checkpoints:
             idx.append(len(self.steps) - 1)
         return Checkpoints([self.steps[i] for i in idx], [self.params[i] for i in idx])
 
-    def final(self) -> Checkpoints:
-        """Only the last checkpoint: one-shot distillation."""
-        return Checkpoints(self.steps[-1:], self.params[-1:])
-
 
 @dataclass
 class History:
@@ -207,10 +219,28 @@ class History:
 
     eval_steps: list[int] = field(default_factory=list)
     acc: list[np.ndarray] = field(default_factory=list)
-    teacher_steps: list[int] = field(default_factory=list)  # checkpoint used at each eval (distillation only)
+    teacher_steps: list[np.ndarray] = field(default_factory=list)  # per eval, the teacher step of each seed
+                                                                     # (train_students; -1 = labels)
+    params: MLP | None = None                                        # the final students (train_students)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.eval_steps), np.stack(self.acc, axis=1)
+
+
+def _forward(params: MLP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden activations ``h`` and logits for batched inputs ``x (S, B, n)``."""
+    h = torch.baddbmm(params.b1.unsqueeze(1), x, params.W1.transpose(1, 2)).relu_()
+    return h, torch.baddbmm(params.b2.unsqueeze(1), h, params.W2.transpose(1, 2))
+
+
+def _backward(params: MLP, x: torch.Tensor, h: torch.Tensor, dlogits: torch.Tensor) -> list[torch.Tensor]:
+    """Back-propagate ``dlogits (S, B, c)`` through the two layers: gradients of ``(W1, b1, W2, b2)``
+    (``h > 0`` is the ReLU's derivative, since ``relu(z) > 0`` exactly where ``z > 0``)."""
+    dW2 = torch.bmm(dlogits.transpose(1, 2), h)                 # (S, c, m)
+    db2 = dlogits.sum(1)
+    dz1 = torch.bmm(dlogits, params.W2).mul_(h > 0)             # (S, B, m)
+    dW1 = torch.bmm(dz1.transpose(1, 2), x)                     # (S, m, n)
+    return [dW1, dz1.sum(1), dW2, db2]
 
 
 def loss_and_grads(params: MLP, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None = None,
@@ -223,10 +253,7 @@ def loss_and_grads(params: MLP, x: torch.Tensor, y: torch.Tensor, teacher_logits
     About twice as fast as autograd for these small networks; ``tests/test_distill.py`` checks it against
     autograd and with ``torch.autograd.gradcheck``."""
     _check_alpha_temperature(alpha, temperature)
-    B = x.shape[1]
-    z1 = torch.baddbmm(params.b1.unsqueeze(1), x, params.W1.transpose(1, 2))
-    h = torch.relu(z1)
-    logits = torch.baddbmm(params.b2.unsqueeze(1), h, params.W2.transpose(1, 2))
+    h, logits = _forward(params, x)
     c = logits.shape[-1]
     logp = F.log_softmax(logits, dim=-1)
     onehot = F.one_hot(y, c).to(logits.dtype)
@@ -238,74 +265,247 @@ def loss_and_grads(params: MLP, x: torch.Tensor, y: torch.Tensor, teacher_logits
         kl = (q * ((0.0 if logq is None else logq) - logp)).sum(-1)
         target = alpha * onehot + (1 - alpha) * q
         loss = (alpha * -(onehot * logp).sum(-1) + (1 - alpha) * kl).mean(-1).sum()
-    dlogits = (logp.exp() - target) / B                         # (S, B, c)
-    dW2 = torch.bmm(dlogits.transpose(1, 2), h)                 # (S, c, m)
-    db2 = dlogits.sum(1)
-    dz1 = torch.bmm(dlogits, params.W2) * (z1 > 0)              # (S, B, m)
-    dW1 = torch.bmm(dz1.transpose(1, 2), x)                     # (S, m, n)
-    db1 = dz1.sum(1)
-    return loss, [dW1, db1, dW2, db2]
+    return loss, _backward(params, x, h, (logp.exp() - target) / x.shape[1])
+
+
+def _check_lr(lr: float) -> float:
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr}")
+    return float(lr)
 
 
 def train(params: MLP, stream: ParityStream, lr: float, steps: int, x_test: torch.Tensor, y_test: torch.Tensor,
-          eval_every: int, method: str = "ce", teacher: Checkpoints | None = None, alpha: float = 0.0,
-          temperature: float = 1.0, save_every: int | None = None, stop_at: float | None = None
+          eval_every: int, save_every: int | None = None, stop_at: float | None = None
           ) -> tuple[MLP, History, Checkpoints]:
-    """Online SGD on fresh parity batches, all seeds at once. Returns ``(final params, history, checkpoints)``.
+    """Online SGD with cross-entropy on fresh parity batches, all seeds at once (the teachers, and the
+    reference ``boolean_expts.py``). Returns ``(final params, history, checkpoints)``.
 
-    * ``method='ce'``: cross-entropy on the labels (teacher training, and the CE student);
-    * ``method='oneshot'``: distill from ``teacher``'s final checkpoint at every step;
-    * ``method='progressive'``: at step ``s`` distill from ``teacher.params[teacher.index_for_step(s)]``;
     * ``save_every``: save a checkpoint of ``params`` every that many steps (and at the last step);
     * ``stop_at``: stop early once every seed's test accuracy is ``>= stop_at`` at an evaluation.
 
-    Student seed ``i`` distils from teacher seed ``i`` (the teacher's seed axis must match).
+    Students that learn from a teacher's checkpoints train with :func:`train_students`.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    if method != "ce" and (teacher is None or not teacher.steps):
-        raise ValueError(f"method {method!r} needs teacher checkpoints")
-    if method != "ce" and teacher.params[0].num_seeds != params.num_seeds:
-        raise ValueError(f"the teacher has {teacher.params[0].num_seeds} seeds, the student {params.num_seeds}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr}")
+    lr = _check_lr(lr)
     steps, eval_every = _check_pos_int("steps", steps), _check_pos_int("eval_every", eval_every)
+    if save_every is not None:
+        save_every = _check_pos_int("save_every", save_every)
     if len(stream.seeds) != params.num_seeds:
         raise ValueError(f"the stream has {len(stream.seeds)} seeds but params have {params.num_seeds}")
     cur = params.detached()
     p = cur.tensors()
     hist, ckpts = History(), Checkpoints()
-    if method == "oneshot":
-        teacher = teacher.final()
 
-    def log(step: int, tstep: int | None) -> bool:
-        acc = accuracy(cur, x_test, y_test).numpy()
+    def log(step: int) -> bool:
+        acc = accuracy(cur, x_test, y_test).cpu().numpy()
         hist.eval_steps.append(step)
         hist.acc.append(acc)
-        if tstep is not None:
-            hist.teacher_steps.append(tstep)
         return stop_at is not None and bool((acc >= stop_at).all())
 
-    t_idx = teacher.index_for_step(0) if method != "ce" else None
-    log(0, teacher.steps[t_idx] if t_idx is not None else None)
+    log(0)
     with torch.no_grad():
         for step in range(steps):
             x, y = stream.next()
-            t_logits = None
-            if method != "ce":
-                t_idx = teacher.index_for_step(step)
-                t_logits = mlp_logits(teacher.params[t_idx], x)
-            _, grads = loss_and_grads(cur, x, y, t_logits, alpha, temperature)
+            _, grads = loss_and_grads(cur, x, y)
             for t, g in zip(p, grads):
                 t.sub_(g, alpha=lr)
             done = step + 1
             if save_every is not None and (done % save_every == 0 or done == steps):
                 ckpts.steps.append(done)
                 ckpts.params.append(cur.detached())
-            if done % eval_every == 0 or done == steps:
-                if log(done, teacher.steps[t_idx] if t_idx is not None else None):
-                    break
+            if (done % eval_every == 0 or done == steps) and log(done):
+                break
     return cur.detached(), hist, ckpts
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one group of students (one per seed) learns, for :func:`train_students`.
+
+    ``teacher_steps is None``: cross-entropy on the labels. Otherwise ``teacher_steps[s]`` lists the saved teacher
+    checkpoints (by step) that seed ``s`` may use, and the reference code's progressive rule picks one: at student
+    step ``t`` the first listed checkpoint at or after ``t``, the last one once they are all passed (their
+    ``teacher_ckpt_step`` list with ``ckpt_multiplier = 1``). One-shot distillation lists only the final
+    checkpoint; the reference's "2-shot" distillation lists one intermediate checkpoint and the final one. The loss
+    is ``alpha * CE + (1 - alpha) * KL(teacher_tau || student)``; ``temperature = 0`` is the teacher's argmax (the
+    reference MLP script's ``temp=1e-20``)."""
+
+    name: str
+    teacher_steps: tuple[tuple[int, ...], ...] | None = None
+    temperature: float = 0.0
+    alpha: float = 0.0
+
+    @classmethod
+    def ce(cls, name: str = "ce") -> Plan:
+        return cls(name)
+
+    @classmethod
+    def from_teacher(cls, name: str, steps: Sequence[int] | Sequence[Sequence[int]], num_seeds: int,
+                     temperature: float = 0.0, alpha: float = 0.0) -> Plan:
+        """A distillation plan; ``steps`` is one list of checkpoint steps for every seed, or one list per seed."""
+        _check_alpha_temperature(alpha, temperature)
+        num_seeds = _check_pos_int("num_seeds", num_seeds)
+        steps = list(steps)
+        shared = not steps or isinstance(steps[0], int | np.integer)
+        per_seed = [steps] * num_seeds if shared else [list(v) for v in steps]
+        if len(per_seed) != num_seeds:
+            raise ValueError(f"plan {name!r} lists checkpoints for {len(per_seed)} seeds, expected {num_seeds}")
+        for v in per_seed:
+            if not v:
+                raise ValueError(f"plan {name!r} has a seed with no teacher checkpoint; use Plan.ce for labels")
+        return cls(name, tuple(tuple(sorted({int(t) for t in v})) for v in per_seed), float(temperature), float(alpha))
+
+
+def _side_by_side(student: MLP, P: int) -> list[torch.Tensor]:
+    """``P`` copies of every seed's student, laid out seed-major as one wide layer per seed: ``W1 (S, P*m, n)``,
+    ``b1 (S, P*m)``, ``W2 (S, P, c, m)``, ``b2 (S, P, c)``. All plans of a seed see the same batch, so their first
+    layer is one matrix product ``(B, n) @ (n, P*m)`` per seed instead of ``P`` small ones."""
+    W1, b1, W2, b2 = (t.detach() for t in student.tensors())
+    S, m, n = W1.shape
+    return [W1.unsqueeze(1).repeat(1, P, 1, 1).reshape(S, P * m, n), b1.repeat(1, P),
+            W2.unsqueeze(1).repeat(1, P, 1, 1), b2.unsqueeze(1).repeat(1, P, 1)]
+
+
+def _side_forward(g: list[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden layer ``(S, B, P*m)`` and logits ``(S, B, P, c)`` of the side-by-side students on ``x (S, B, n)``."""
+    W1, b1, W2, b2 = g
+    S, P, c, m = W2.shape
+    h = torch.baddbmm(b1.unsqueeze(1), x, W1.transpose(1, 2)).relu_()
+    return h, (h.view(S, -1, P, 1, m) * W2.unsqueeze(1)).sum(-1) + b2.unsqueeze(1)
+
+
+def _side_backward(g: list[torch.Tensor], x: torch.Tensor, h: torch.Tensor, dlogits: torch.Tensor
+                   ) -> list[torch.Tensor]:
+    """:func:`_backward` for the side-by-side layout; ``dlogits`` has shape ``(S, B, P, c)``."""
+    W1, _, W2, _ = g
+    S, P, c, m = W2.shape
+    hv = h.view(S, -1, P, m)
+    dW2 = torch.einsum("sbpc,sbpm->spcm", dlogits, hv)
+    dz = torch.einsum("sbpc,spcm->sbpm", dlogits, W2).mul_(hv > 0).reshape(S, -1, P * m)
+    return [torch.bmm(dz.transpose(1, 2), x), dz.sum(1), dW2, dlogits.sum(1)]
+
+
+def _side_plan(g: list[torch.Tensor], p: int) -> MLP:
+    """Plan ``p``'s students as an :class:`MLP` (one per seed)."""
+    W1, b1, W2, b2 = g
+    S, P, c, m = W2.shape
+    return MLP(W1.view(S, P, m, -1)[:, p].clone(), b1.view(S, P, m)[:, p].clone(), W2[:, p].clone(),
+               b2[:, p].clone())
+
+
+def _schedule_table(plan: Plan, saved: list[int], steps: int) -> np.ndarray:
+    """Checkpoint index (into ``saved``) used by each seed at each student step, shape ``(S, steps)``."""
+    where = {t: i for i, t in enumerate(saved)}
+    t_grid = np.maximum(np.arange(steps), 1)
+    rows = []
+    for v in plan.teacher_steps:
+        missing = [t for t in v if t not in where]
+        if missing:
+            raise ValueError(f"plan {plan.name!r} asks for teacher checkpoints at steps {missing[:5]}, which were "
+                             f"not saved; saved steps run from {saved[0]} to {saved[-1]}")
+        pos = np.minimum(np.searchsorted(np.asarray(v), t_grid, side="left"), len(v) - 1)
+        rows.append(np.asarray([where[t] for t in v])[pos])
+    return np.stack(rows)
+
+
+def train_students(student: MLP, plans: Sequence[Plan], teacher: Checkpoints, stream: ParityStream, lr: float,
+                   steps: int, x_test: torch.Tensor, y_test: torch.Tensor, eval_every: int,
+                   stop_at: float | None = None, stop_rule: str = "median") -> dict[str, History]:
+    """Train one copy of ``student`` per plan, every plan and seed side by side, on the same data stream.
+
+    Plan ``p``'s seed ``s`` starts from ``student``'s seed ``s``, sees seed ``s``'s batches and distils from teacher
+    seed ``s``. All ``P x S`` students advance with one batched matrix product per layer; the teacher's logits
+    are computed once per distinct (checkpoint, seed) pair that some student uses at that step, so plans that
+    share a teacher (one-shot and the late steps of progressive) share its forward pass.
+
+    ``stop_at`` with ``stop_rule``: stop once, for every plan, more than half of the seeds (``'median'``: the median
+    step count is then known exactly) or all of them (``'all'``) have reached test accuracy ``>= stop_at`` at some
+    evaluation. Returns one :class:`History` per plan name, with the teacher step each seed used at each
+    evaluation in ``History.teacher_steps`` (an array of shape ``(S,)`` per evaluation; ``-1`` for labels) and
+    the final students in ``History.params``."""
+    plans = list(plans)
+    names = [pl.name for pl in plans]
+    if not plans or len(set(names)) != len(names):
+        raise ValueError(f"plans must be a non-empty list with distinct names, got {names}")
+    if stop_rule not in ("median", "all"):
+        raise ValueError(f"unknown stop_rule {stop_rule!r}; use 'median' or 'all'")
+    lr = _check_lr(lr)
+    steps, eval_every = _check_pos_int("steps", steps), _check_pos_int("eval_every", eval_every)
+    S, P = student.num_seeds, len(plans)
+    if len(stream.seeds) != S:
+        raise ValueError(f"the stream has {len(stream.seeds)} seeds but the student has {S}")
+    distilled = [p for p, pl in enumerate(plans) if pl.teacher_steps is not None]
+    if distilled and (not teacher.steps or teacher.params[0].num_seeds != S):
+        raise ValueError(f"distillation plans need teacher checkpoints with {S} seeds")
+    for p in distilled:
+        if len(plans[p].teacher_steps) != S:
+            raise ValueError(f"plan {plans[p].name!r} lists checkpoints for {len(plans[p].teacher_steps)} seeds, "
+                             f"the student has {S}")
+    dev = student.W1.device
+    g = _side_by_side(student, P)
+    c = g[2].shape[2]
+    # distilled students in plan-major order: entry i * S + s is plan distilled[i], seed s
+    d_idx = torch.as_tensor(distilled, dtype=torch.long, device=dev)
+    table = (np.concatenate([_schedule_table(plans[p], teacher.steps, steps) for p in distilled]) if distilled
+             else np.zeros((0, steps), dtype=int))
+    d_seed = np.tile(np.arange(S), len(distilled))
+    tau = np.repeat([plans[p].temperature for p in distilled], S)
+    alpha = torch.as_tensor([plans[p].alpha for p in distilled], dtype=g[0].dtype, device=dev).view(1, 1, -1, 1)
+    stacked = [torch.stack([ck.tensors()[j] for ck in teacher.params]) for j in range(4)] if distilled else []
+    hist = {nm: History() for nm in names}
+    reached = np.zeros((P, S), dtype=bool)
+    need = S // 2 + 1 if stop_rule == "median" else S
+    last_key, pair_params, pair_seed, inverse = None, None, None, None
+    x_eval = x_test.expand(S, *x_test.shape)
+
+    def log(step: int, cidx: np.ndarray | None) -> bool:
+        acc = (_side_forward(g, x_eval)[1].argmax(-1) == y_test.view(1, -1, 1)).double().mean(1)
+        acc = acc.T.cpu().numpy()                                               # (P, S)
+        used = np.full((P, S), -1)
+        if cidx is not None:
+            used[distilled] = np.asarray(teacher.steps)[cidx].reshape(len(distilled), S)
+        for p, nm in enumerate(names):
+            hist[nm].eval_steps.append(step)
+            hist[nm].acc.append(acc[p])
+            hist[nm].teacher_steps.append(used[p])
+        if stop_at is None:
+            return False
+        reached[:] |= acc >= stop_at
+        return bool((reached.sum(1) >= need).all())
+
+    log(0, table[:, 0] if distilled else None)
+    with torch.no_grad():
+        for step in range(steps):
+            x, y = stream.next()                                   # (S, B, n), (S, B)
+            labels = _one_hot(y, c, x.dtype).unsqueeze(2)           # (S, B, 1, c)
+            target = labels.expand(-1, -1, P, -1).clone()            # (S, B, P, c)
+            cidx = None
+            if distilled:
+                cidx = table[:, step]
+                key = cidx * S + d_seed
+                if last_key is None or not np.array_equal(key, last_key):
+                    uniq, inv = np.unique(key, return_inverse=True)
+                    ci, si = (torch.as_tensor(a, device=dev) for a in (uniq // S, uniq % S))
+                    pair_params = MLP(*(t[ci, si] for t in stacked))
+                    pair_seed, inverse = si, torch.as_tensor(inv, device=dev)
+                    last_key = key
+                t_logits = mlp_logits(pair_params, x[pair_seed])[inverse]      # (D, B, c)
+                q = torch.empty_like(t_logits)
+                for tv in np.unique(tau):
+                    rows = torch.as_tensor(np.flatnonzero(tau == tv), device=dev)
+                    q[rows] = (teacher_target(t_logits[rows], 0.0, x.dtype)[0] if tv == 0
+                               else _softmax(t_logits[rows] / float(tv)))
+                q = q.view(len(distilled), S, -1, c).permute(1, 2, 0, 3)         # (S, B, D / S, c)
+                target[:, :, d_idx] = alpha * labels + (1 - alpha) * q
+            h, logits = _side_forward(g, x)
+            grads = _side_backward(g, x, h, (_softmax(logits) - target) / x.shape[1])
+            for t, gr in zip(g, grads):
+                t.sub_(gr, alpha=lr)
+            done = step + 1
+            if (done % eval_every == 0 or done == steps) and log(done, cidx):
+                break
+    for p, nm in enumerate(names):
+        hist[nm].params = _side_plan(g, p)
+    return hist
 
 
 def steps_to_accuracy(eval_steps: np.ndarray, acc: np.ndarray, threshold: float, budget: int
@@ -324,12 +524,15 @@ def steps_to_accuracy(eval_steps: np.ndarray, acc: np.ndarray, threshold: float,
 
 
 @torch.no_grad()
-def checkpoint_probs(ckpts: Checkpoints, x: torch.Tensor, label: int = 1) -> torch.Tensor:
-    """``p(y = label | x)`` of every checkpoint and seed, shape ``(C, S, N)``, in float64, on ``x (N, n)``."""
+def checkpoint_probs(ckpts: Checkpoints, x: torch.Tensor, label: int = 1, dtype: torch.dtype = torch.float32
+                     ) -> torch.Tensor:
+    """``p(y = label | x)`` of every checkpoint and seed, shape ``(C, S, N)``, computed in ``dtype`` on
+    ``x (N, n)``. float32 is the default: its rounding error (about 1e-7 per probability) is far below the
+    probe's sampling error (about ``0.5 / sqrt(N)``), and float64 costs three times as much on a CPU."""
     out = []
     for prm in ckpts.params:
-        p64 = MLP(*(t.to(torch.float64) for t in prm.tensors()))
-        out.append(torch.softmax(mlp_logits(p64, x.to(torch.float64)), -1)[..., label])
+        p = MLP(*(t.to(dtype) for t in prm.tensors()))
+        out.append(torch.softmax(mlp_logits(p, x.to(dtype)), -1)[..., label])
     return torch.stack(out)
 
 
