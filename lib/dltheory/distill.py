@@ -99,8 +99,8 @@ def mlp_logits(params: MLP, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Logits ``(S, B, c)`` for inputs ``x`` of shape ``(S, B, n)`` (one batch per seed) or ``(B, n)`` (shared).
 
     Large batches go through in chunks of ``chunk`` rows with the ReLU applied in place: the hidden layer of a
-    chunk then stays in the CPU's cache, which makes evaluating a wide teacher on the probe sample three times
-    faster than one pass over the whole batch."""
+    chunk then stays in the CPU's cache, which makes evaluating a wide teacher on the probe sample faster than one
+    pass over the whole batch (``benchmarks/bench_distill.py`` measures the ratio)."""
     if x.dim() == 2:
         x = x.expand(params.num_seeds, *x.shape)
     if x.dim() != 3 or x.shape[0] != params.num_seeds or x.shape[-1] != params.W1.shape[-1]:
@@ -143,8 +143,9 @@ def _check_alpha_temperature(alpha: float, temperature: float) -> None:
 
 
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis; for two labels, the sigmoid of the logit difference (same values, and on a CPU
-    about 25 times faster than ``torch.softmax`` over an axis of length 2)."""
+    """Softmax over the last axis; for two labels, the sigmoid of the logit difference (the same values, and
+    several times faster on a CPU than ``torch.softmax`` over an axis of length 2: ``benchmarks/bench_distill.py``
+    measures the ratio)."""
     if logits.shape[-1] == 2:
         p1 = torch.sigmoid(logits[..., 1] - logits[..., 0])
         return torch.stack([1 - p1, p1], -1)
@@ -152,7 +153,7 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _one_hot(labels: torch.Tensor, c: int, dtype: torch.dtype) -> torch.Tensor:
-    """``F.one_hot(labels, c)`` as floats (for two labels built directly, several times faster)."""
+    """``F.one_hot(labels, c)`` as floats (for two labels built directly, without ``F.one_hot``)."""
     if c == 2:
         y1 = labels.to(dtype)
         return torch.stack([1 - y1, y1], -1)
@@ -413,9 +414,12 @@ def train_students(student: MLP, plans: Sequence[Plan], teacher: Checkpoints, st
     """Train one copy of ``student`` per plan, every plan and seed side by side, on the same data stream.
 
     Plan ``p``'s seed ``s`` starts from ``student``'s seed ``s``, sees seed ``s``'s batches and distils from teacher
-    seed ``s``. All ``P x S`` students advance with one batched matrix product per layer; the teacher's logits
-    are computed once per distinct (checkpoint, seed) pair that some student uses at that step, so plans that
-    share a teacher (one-shot and the late steps of progressive) share its forward pass.
+    seed ``s``. All ``P x S`` students advance together (:func:`_side_by_side`: one wide first layer per seed).
+    The teacher's logits are computed once per distinct (checkpoint, seed) pair that some student uses at that
+    step, so plans that share a teacher (one-shot and the late steps of progressive) share its forward pass.
+    The results equal those of one run per plan up to float32 rounding (the wide products sum in another order);
+    ``benchmarks/bench_distill.py`` measures the speed ratio. Implements the chapter's students, after the
+    reference ``boolean_distill_expts.py``.
 
     ``stop_at`` with ``stop_rule``: stop once, for every plan, more than half of the seeds (``'median'``: the median
     step count is then known exactly) or all of them (``'all'``) have reached test accuracy ``>= stop_at`` at some
@@ -528,7 +532,8 @@ def checkpoint_probs(ckpts: Checkpoints, x: torch.Tensor, label: int = 1, dtype:
                      ) -> torch.Tensor:
     """``p(y = label | x)`` of every checkpoint and seed, shape ``(C, S, N)``, computed in ``dtype`` on
     ``x (N, n)``. float32 is the default: its rounding error (about 1e-7 per probability) is far below the
-    probe's sampling error (about ``0.5 / sqrt(N)``), and float64 costs three times as much on a CPU."""
+    probe's sampling error (about ``0.5 / sqrt(N)``), and float64 costs more than twice as much on a CPU
+    (``benchmarks/bench_distill.py``)."""
     out = []
     for prm in ckpts.params:
         p = MLP(*(t.to(dtype) for t in prm.tensors()))
