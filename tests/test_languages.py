@@ -61,22 +61,16 @@ def test_binary_embedding_convention():
 # ------------------------------------------------------------------------------------------------- labels
 
 
-def test_parity_hand_examples_and_dfa():
-    s = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]])
-    assert lang.parity_labels(s).tolist() == [0, 1, 0, 0]
+@pytest.mark.parametrize("labels, modulus, strings, expected", [
+    (lang.parity_labels, 2, [[0, 1, 1, 0], [0, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]], [0, 1, 0, 0]),
+    (lang.mod_count_labels, 3, [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], [0, 1, 2, 0]),
+], ids=["parity", "mod3"])
+def test_counter_labels_hand_examples_dfa_and_strings(labels, modulus, strings, expected):
+    assert labels(torch.tensor(strings)).tolist() == expected
     for L in range(1, 9):
         all_s = lang.all_strings(L, 2)
-        assert torch.equal(lang.parity_labels(all_s), lang.run_dfa(all_s, lang.counter_dfa(2)))
-        assert lang.parity_labels(all_s).tolist() == [t.count("1") % 2 for t in texts(all_s, "01")]
-
-
-def test_mod3_counter_dfa_and_strings():
-    s = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
-    assert lang.mod_count_labels(s).tolist() == [0, 1, 2, 0]
-    for L in range(1, 9):
-        all_s = lang.all_strings(L, 2)
-        assert torch.equal(lang.mod_count_labels(all_s), lang.run_dfa(all_s, lang.counter_dfa(3)))
-        assert lang.mod_count_labels(all_s).tolist() == [t.count("1") % 3 for t in texts(all_s, "01")]
+        assert torch.equal(labels(all_s), lang.run_dfa(all_s, lang.counter_dfa(modulus)))
+        assert labels(all_s).tolist() == [t.count("1") % modulus for t in texts(all_s, "01")]
 
 
 def test_contains_ab_hand_examples():
