@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from dltheory.curvature import SharpnessTracker, full_grad, hvp, hvp_forward_over_reverse
-from dltheory.eos import digits_dataset, mlp_init, mse_loss_fn
+from dltheory.numerics.curvature import SharpnessTracker, full_grad, hvp, hvp_forward_over_reverse
+from dltheory.numerics.data import digits_dataset
+from dltheory.numerics.mlp import mlp_init, mse_loss_fn
 
 
 def timeit(fn, repeats=15):

@@ -2,7 +2,8 @@
 in one run (ratios only).
 
 The chapter *Progressive distillation and its implicit curriculum* trains ten student schedules over eight seeds
-(``dltheory.distill.train_students``) and probes a width-256 teacher at sixty checkpoints on 8192 points. This
+(``dltheory.distillation.distill.train_students``) and probes a width-256 teacher at sixty checkpoints on 8192
+points. This
 script times, on the same inputs:
 
 1. students: all schedules side by side in one run, against one run per schedule (the final students must agree);
@@ -20,8 +21,8 @@ import time
 
 import torch
 
-from dltheory import distill as D
-from dltheory.parity import sample_parity
+from dltheory.distillation import distill as D
+from dltheory.distillation.parity import sample_parity
 
 N_BITS, SUPPORT, SEEDS = 32, [0, 1, 2, 3], list(range(8))
 

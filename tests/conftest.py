@@ -22,7 +22,7 @@ ARTIFACTS = ROOT / "_build" / "test-artifacts"
 @pytest.fixture(scope="session")
 def executed_chapters():
     """Run every chapter at smoke size (cached) and return the runner's results by slug."""
-    from dltheory.runner import run_chapters
+    from dltheory.machinery.runner import run_chapters
 
     jobs = int(os.environ.get("DLTHEORY_TEST_JOBS", "0")) or None
     results = run_chapters(None, size="smoke", seed=0, device="cpu", jobs=jobs)
@@ -32,7 +32,7 @@ def executed_chapters():
 @pytest.fixture(scope="session")
 def rendered_book(executed_chapters):
     """Render the HTML book (-W -n) from the executed chapters; returns the html folder."""
-    from dltheory.build import build_html
+    from dltheory.machinery.build import build_html
 
     failed = [s for s, r in executed_chapters.items() if r.status == "failed"]
     assert not failed, f"chapters failed to execute: {failed}; see _build/executed/<slug>.failed.ipynb"

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from dltheory.runner import chapters, toc_files
+from dltheory.machinery.runner import chapters, toc_files
 
 from .conftest import ARTIFACTS, ROOT
 

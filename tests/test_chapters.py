@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from dltheory.paths import build_dir
-from dltheory.runner import chapters
+from dltheory.machinery.paths import build_dir
+from dltheory.machinery.runner import chapters
 
 # Names fixed by the issues; outside checks read them.
 REQUIRED_VALUES = {

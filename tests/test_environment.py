@@ -7,7 +7,7 @@ import tomllib
 
 import yaml
 
-from dltheory.paths import repo_root
+from dltheory.machinery.paths import repo_root
 
 
 def _norm(req: str) -> str:

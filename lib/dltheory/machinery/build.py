@@ -1,0 +1,154 @@
+"""Render the book and write the student edition.
+
+``python -m dltheory build`` (called by ``make book``) stages a Jupyter Book source tree under
+``_build/src``: the configuration, the front matter, each part's ``index.md`` and, in place of every chapter's
+``.md``, its *executed* notebook from ``_build/executed`` (so nothing is executed twice). It adds to each chapter
+a box with downloads (source ``.md``, executed ``.ipynb``, student ``.ipynb``) and the command that reruns it, and
+fills the landing page's chapter table from the results JSON. Then it runs
+``jupyter-book build -W -n --keep-going`` and moves the HTML to ``_build/html`` (the previous HTML is replaced
+only when the build succeeds).
+The student edition is :mod:`dltheory.machinery.student`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from dltheory.machinery.claims import headline_claim
+from dltheory.machinery.paths import build_dir, repo_root
+from dltheory.machinery.runner import chapters, output_paths, toc_files
+from dltheory.machinery.student import build_student
+
+TABLE_MARKER = "<!-- chapter-table -->"
+
+
+def _title(src: Path) -> str:
+    for line in src.read_text().splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return src.stem
+
+
+def chapter_table(root: Path, out: Path) -> str:
+    """The landing page's table: one line per chapter with the claim it reproduces (its headline claim), the
+    source of that claim, and the smoke / full run times read from the results JSON."""
+    full_times = {}
+    ft = root / "book" / "full_run_times.json"
+    if ft.is_file():
+        full_times = json.loads(ft.read_text())
+    rows = ["| Chapter | What it reproduces | Source | Smoke run | Full run (GPU) |", "|---|---|---|---|---|"]
+    for slug, src in chapters(root).items():
+        res = output_paths(slug, out)["json"]
+        data = json.loads(res.read_text()) if res.is_file() else None
+        doc = src.relative_to(root).with_suffix("").as_posix()
+        if data and data["claims"]:
+            first = headline_claim(data)
+            held = sum(c["holds"] for c in data["claims"])
+            claim = f"{first['statement']} ({held}/{len(data['claims'])} claims hold)"
+            source, smoke = first["source"], f"{data['wall_s']:.0f} s"
+        else:
+            claim, source, smoke = "not executed yet", "", "—"
+        full = full_times.get(slug, {}).get("wall_s")
+        full_txt = f"{full:.0f} s" if isinstance(full, int | float) else "not yet measured"
+        claim = claim.replace("|", "\\|")
+        rows.append(f"| {{doc}}`/{doc}` | {claim} | {source} | {smoke} | {full_txt} |")
+    return "\n".join(rows) + "\n"
+
+
+def _downloads_cell(slug: str, has_student: bool) -> dict:
+    import nbformat
+
+    lines = [
+        ":::{admonition} Run this chapter yourself",
+        ":class: tip dltheory-downloads",
+        f"Downloads: {{download}}`source (.md) <_sources/{slug}.md>` · "
+        f"{{download}}`executed notebook (.ipynb) <_sources/{slug}.ipynb>`"
+        + (f" · {{download}}`student notebook (.ipynb) <_sources/{slug}.student.ipynb>`" if has_student else "")
+        + ".",
+        "",
+        f"Rerun it at paper scale on a GPU: `python -m dltheory run {slug} --size full --device cuda`"
+        " (see {doc}`/book/running`).",
+        ":::",
+    ]
+    return nbformat.v4.new_markdown_cell("\n".join(lines))
+
+
+def stage(root: Path | None = None, out: Path | None = None) -> Path:
+    """Assemble ``<out>/src``, the source tree that jupyter-book renders. Raises ``FileNotFoundError`` naming
+    the command to run if a chapter has not been executed."""
+    import nbformat
+
+    root = root or repo_root()
+    out = Path(out) if out else build_dir()
+    src = out / "src"
+    missing = [s for s in chapters(root) if not output_paths(s, out)["ipynb"].is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"chapter(s) not executed yet: {', '.join(missing)}; run `python -m dltheory run` (or `make book`) first")
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, src / name)
+    shutil.copytree(root / "book", src / "book")
+    chs = chapters(root)
+    for f in toc_files(root):
+        p = Path(f)
+        if p.parts[0] == "chapters" and p.name == "index":
+            (src / p.parent).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / p.with_suffix(".md"), src / p.with_suffix(".md"))
+    student_dir = out / "student"
+    for slug, md in chs.items():
+        rel = md.relative_to(root)
+        dest = src / rel.with_suffix(".ipynb")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        sources = dest.parent / "_sources"
+        sources.mkdir(exist_ok=True)
+        shutil.copy2(md, sources / f"{slug}.md")
+        executed = output_paths(slug, out)["ipynb"]
+        shutil.copy2(executed, sources / f"{slug}.ipynb")
+        has_student = (student_dir / f"{slug}.ipynb").is_file()
+        if has_student:
+            shutil.copy2(student_dir / f"{slug}.ipynb", sources / f"{slug}.student.ipynb")
+        nb = nbformat.read(executed, as_version=4)
+        nb.cells.insert(1, _downloads_cell(slug, has_student))
+        nbformat.write(nb, dest)
+    intro = src / "book" / "intro.md"
+    if intro.is_file() and TABLE_MARKER in intro.read_text():
+        intro.write_text(intro.read_text().replace(TABLE_MARKER, chapter_table(root, out)))
+    return src
+
+
+def build_html(out: Path | None = None) -> int:
+    """Stage, run ``jupyter-book build -W -n --keep-going``, and move the HTML to ``<out>/html``."""
+    out = Path(out) if out else build_dir()
+    try:
+        build_student(out, quiet=True)
+    except Exception as exc:  # the book still renders without the student downloads
+        print(f"warning: student edition not written: {exc}", file=sys.stderr)
+    src = stage(out=out)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(src), "--path-output", str(src),
+           "--builder", "html", "-W", "-n", "--keep-going"]
+    print("$", " ".join(cmd), flush=True)
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        print(f"jupyter-book build failed (exit {rc}); the previous {out / 'html'} is left as it was",
+              file=sys.stderr)
+        return rc
+    built = src / "_build" / "html"
+    final = out / "html"
+    old = out / ".html.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(built, final)
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"HTML book: {final / 'index.html'}")
+    return 0

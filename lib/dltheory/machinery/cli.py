@@ -1,0 +1,147 @@
+"""Command line of the book: ``python -m dltheory {run,list,build,student,new,compare} ...``.
+
+See the "Running the book" page of the book and ``python -m dltheory run --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+RUN_EPILOG = """\
+sizes:
+  smoke   the CI size: 2 CPU cores, at most ~90 s per chapter; what the online book shows
+  full    the paper-scale picture: one GPU, minutes per chapter
+
+devices:
+  auto    cuda if available, else mps, else cpu (or $DLTHEORY_DEVICE if set)
+  cpu | cuda | mps   force one; asking for an absent accelerator is an error
+
+outputs (under --build-dir, default <repo>/_build):
+  executed/<slug>.ipynb         the executed notebook (rendered by `make book`)
+  results/<slug>.json           values, claims and provenance of the run
+  executed/<slug>.key           cache key: a chapter is re-run only when its source, the library
+                                modules it imports (transitively), its parameters (with the resolved
+                                device) or the python/torch versions change; --dry-run shows what would run
+  executed/<slug>.failed.ipynb  a failed run's notebook, for inspection (and results/<slug>.failed.json)
+
+examples:
+  python -m dltheory run                                  # every chapter at smoke size
+  python -m dltheory run edge-of-stability --size full --device cuda
+  python -m dltheory list
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dltheory", description="Run and build Executable Training Theory.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="execute chapters with papermill", epilog=RUN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Execute chapters (default: all in _toc.yml) and write their notebooks and "
+                                   "results JSON atomically, in parallel processes, with a cache.")
+    r.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapter slugs (see `list`); default all")
+    r.add_argument("--size", default="smoke", choices=["smoke", "full"], help="problem size (default smoke)")
+    r.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    r.add_argument("--jobs", type=_positive_int, default=None,
+                   help="chapters run at once (default: number of cores); threads per chapter = cores // jobs")
+    r.add_argument("--force", action="store_true", help="ignore the cache and re-run")
+    r.add_argument("--build-dir", type=Path, default=None, help="output root (default <repo>/_build)")
+    r.add_argument("--dry-run", action="store_true", help="print which chapters would run and which are cached")
+    sub.add_parser("list", help="list the chapters in book order")
+    b = sub.add_parser("build", help="render the executed chapters to HTML with jupyter-book (-W -n)")
+    b.add_argument("--build-dir", type=Path, default=None)
+    s = sub.add_parser("student", help="write student notebooks (solutions and checks removed)")
+    s.add_argument("--build-dir", type=Path, default=None)
+    n = sub.add_parser("new", help="write a chapter skeleton that satisfies the chapter contract, listed in _toc.yml",
+                       description="Write chapters/PART/slug.md from the chapter template (parameters, presets, "
+                                   "theorem, sympy, experiment, figure, headline claim, Try it, exercises, "
+                                   "provenance) and list it in _toc.yml under its part.")
+    n.add_argument("target", metavar="PART/slug", help="e.g. optimization/gradient-noise")
+    n.add_argument("title", help="the chapter's title")
+    n.add_argument("--cite", default=None, help="bibliography key of the paper (default: a placeholder entry)")
+    c = sub.add_parser("compare", help="print every difference of recorded values and claims between two results "
+                                       "folders (exit 1 if any)")
+    c.add_argument("a", type=Path, help="a results folder, e.g. a copy of _build/results before a change")
+    c.add_argument("b", type=Path, help="the results folder to compare with")
+    c.add_argument("--ignore", nargs="*", default=[], metavar="NAME",
+                   help="recorded values to skip (measured times, e.g. meta_train_s)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "list":
+            from dltheory.machinery.runner import chapters
+
+            for slug, src in chapters().items():
+                print(f"{slug:<28} {src}")
+            return 0
+        if args.cmd == "run":
+            from dltheory.machinery.runner import plan, run_chapters
+
+            if args.device != "auto":
+                from dltheory.machinery.device import pick_device
+
+                pick_device(args.device)  # fail early, naming the devices this machine has
+            if args.dry_run:
+                for slug, stale in plan(args.chapters, size=args.size, seed=args.seed, device=args.device,
+                                        out=args.build_dir, force=args.force).items():
+                    print(f"{slug:<28} {'would run' if stale else 'cached'}")
+                return 0
+            res = run_chapters(args.chapters, size=args.size, seed=args.seed, device=args.device,
+                               jobs=args.jobs, force=args.force, out=args.build_dir)
+            failed = [r for r in res if r.status == "failed"]
+            if failed:
+                print(f"{len(failed)} chapter(s) failed: {', '.join(r.slug for r in failed)}", file=sys.stderr)
+                return 1
+            return 0
+        if args.cmd == "build":
+            from dltheory.machinery.build import build_html
+
+            return build_html(args.build_dir)
+        if args.cmd == "student":
+            from dltheory.machinery.student import build_student
+
+            build_student(args.build_dir)
+            return 0
+        if args.cmd == "new":
+            from dltheory.machinery.paths import repo_root
+            from dltheory.machinery.scaffold import new_chapter, next_steps
+
+            root = repo_root()
+            print(next_steps(new_chapter(args.target, args.title, root, cite=args.cite), root, bool(args.cite)))
+            return 0
+        if args.cmd == "compare":
+            from dltheory.machinery.compare import compare_results
+
+            diffs = compare_results(args.a, args.b, tuple(args.ignore))
+            print("\n".join(diffs) if diffs else f"no difference in recorded values or claims ({args.a} vs {args.b})")
+            return 1 if diffs else 0
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 2  # pragma: no cover

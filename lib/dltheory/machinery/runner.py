@@ -1,0 +1,290 @@
+"""The chapter runner: jupytext → papermill, chapters in parallel processes, atomic outputs, a cache.
+
+``python -m dltheory run [CHAPTER ...] --size {smoke,full} --device {auto,cpu,cuda,mps} --jobs N``
+executes chapters (default: every chapter in ``_toc.yml``) and writes
+
+* ``_build/executed/<slug>.ipynb``: the executed notebook (what the book renders),
+* ``_build/results/<slug>.json``: values, claims and provenance (``shared/DESIGN.md`` §4),
+* ``_build/executed/<slug>.key``: the cache key of that run.
+
+Each chapter runs in a staging folder; its notebook and JSON are moved into place with ``os.replace`` only
+when the run succeeded, and the cache key is written last. An interrupted run therefore never leaves outputs
+that look complete. A failed run leaves ``<slug>.failed.ipynb`` / ``<slug>.failed.json`` for inspection and
+removes the chapter's stale outputs. The cache key (:mod:`dltheory.machinery.cache`) hashes the chapter source, the
+library modules the chapter imports (transitively), the parameters with the resolved device and the versions of
+python and torch. Which chapters are stale is decided here, before any worker process starts: a run in which every
+chapter is cached starts no process at all.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dltheory.machinery.cache import cache_key
+from dltheory.machinery.paths import build_dir, repo_root
+
+SIZES = ("smoke", "full")
+
+
+@dataclass
+class ChapterResult:
+    slug: str
+    status: str  # "ran", "cached" or "failed"
+    wall_s: float
+    claims_held: int = 0
+    claims_total: int = 0
+    error: str = ""
+
+
+def toc_files(root: Path | None = None) -> list[str]:
+    """Every ``file:`` entry of ``_toc.yml``, in book order (without extension)."""
+    import yaml
+
+    root = root or repo_root()
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    out: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                out.append(str(node["file"]))
+            for key in ("root", "parts", "chapters", "sections"):
+                if key in node:
+                    walk(node[key] if key != "root" else {"file": node["root"]})
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return out
+
+
+def chapters(root: Path | None = None) -> dict[str, Path]:
+    """Map slug → chapter source for every executable chapter in ``_toc.yml`` (files under ``chapters/``
+    other than the parts' ``index`` pages), in book order."""
+    root = root or repo_root()
+    out: dict[str, Path] = {}
+    for f in toc_files(root):
+        p = Path(f)
+        if p.parts[:1] != ("chapters",) or p.name == "index":
+            continue
+        src = root / p.with_suffix(".md")
+        if not src.is_file():
+            raise FileNotFoundError(f"_toc.yml lists {f} but {src} does not exist; add the file or remove the entry")
+        if p.name in out:
+            raise ValueError(f"two chapters share the slug {p.name!r}; slugs must be unique")
+        out[p.name] = src
+    return out
+
+
+def resolve(names: list[str] | None, root: Path | None = None) -> dict[str, Path]:
+    """Select chapters by slug (or by path to their ``.md``); unknown names raise with the available slugs."""
+    allc = chapters(root)
+    if not names:
+        return allc
+    sel: dict[str, Path] = {}
+    for n in names:
+        slug = Path(n).stem if n.endswith(".md") else n
+        if slug not in allc:
+            raise KeyError(f"unknown chapter {n!r}; available chapters: {', '.join(allc)} "
+                           "(chapters are listed in _toc.yml; add yours there)")
+        sel[slug] = allc[slug]
+    return sel
+
+
+def output_paths(slug: str, out: Path) -> dict[str, Path]:
+    return {
+        "ipynb": out / "executed" / f"{slug}.ipynb",
+        "json": out / "results" / f"{slug}.json",
+        "key": out / "executed" / f"{slug}.key",
+        "failed_ipynb": out / "executed" / f"{slug}.failed.ipynb",
+        "failed_json": out / "results" / f"{slug}.failed.json",
+    }
+
+
+def is_cached(slug: str, src: Path, params: dict, root: Path, out: Path) -> bool:
+    paths = output_paths(slug, out)
+    if not (paths["ipynb"].is_file() and paths["json"].is_file() and paths["key"].is_file()):
+        return False
+    return paths["key"].read_text().strip() == cache_key(src, params, root)
+
+
+def prepare_notebook(src: Path):
+    """Read a MyST chapter with jupytext and tag it for the book: the parameters cell is hidden."""
+    import jupytext
+
+    nb = jupytext.read(src)
+    found = False
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type == "code" and "parameters" in tags:
+            found = True
+            if "hide-cell" not in tags:
+                tags.append("hide-cell")
+            break
+    if not found:
+        raise ValueError(f"{src}: the first code cell must be tagged 'parameters' (see the chapter contract)")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def _finalize_notebook(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, path)
+
+
+def _summarize(path: Path) -> tuple[int, int]:
+    data = json.loads(path.read_text())
+    return sum(bool(c["holds"]) for c in data["claims"]), len(data["claims"])
+
+
+def run_one(slug: str, src: str, params: dict, root: str, out: str, threads: int, force: bool) -> ChapterResult:
+    """Execute one chapter (in a worker process). See the module docstring for what it writes."""
+    root_p, out_p, src_p = Path(root), Path(out), Path(src)
+    paths = output_paths(slug, out_p)
+    t0 = time.perf_counter()
+    if not force and is_cached(slug, src_p, params, root_p, out_p):
+        held, total = _summarize(paths["json"])
+        return ChapterResult(slug, "cached", 0.0, held, total)
+    import papermill as pm
+
+    key = cache_key(src_p, params, root_p)
+    stage = out_p / ".staging" / f"{slug}.{os.getpid()}.{time.time_ns()}"
+    stage.mkdir(parents=True)
+    for p in (paths["key"],):
+        p.unlink(missing_ok=True)
+    os.environ.update({
+        "DLTHEORY_RESULTS_DIR": str(stage), "DLTHEORY_ROOT": str(root_p),
+        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "TQDM_MININTERVAL": "5",
+    })
+    staged_in, staged_out, staged_json = stage / f"{slug}.in.ipynb", stage / f"{slug}.ipynb", stage / f"{slug}.json"
+    error = ""
+    try:
+        import nbformat
+
+        nbformat.write(prepare_notebook(src_p), staged_in)
+        pm.execute_notebook(str(staged_in), str(staged_out), parameters=params, kernel_name="python3",
+                            cwd=str(src_p.parent), progress_bar=False, log_output=False)
+        ok = staged_json.is_file()
+        if not ok:
+            error = "the chapter finished without writing its results JSON (is run.finish() its last cell?)"
+    except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
+        ok = False
+        if getattr(exc, "ename", None):  # the exception raised inside the notebook
+            error = f"{exc.ename} in the notebook: {exc.evalue}"
+        else:
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+    wall = time.perf_counter() - t0
+    try:
+        if ok:
+            _finalize_notebook(staged_out)
+            for p in (paths["ipynb"], paths["json"]):
+                p.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged_json, paths["json"])
+            os.replace(staged_out, paths["ipynb"])
+            paths["failed_ipynb"].unlink(missing_ok=True)
+            paths["failed_json"].unlink(missing_ok=True)
+            tmp = paths["key"].with_suffix(".key.tmp")
+            tmp.write_text(key + "\n")
+            os.replace(tmp, paths["key"])
+            held, total = _summarize(paths["json"])
+            return ChapterResult(slug, "ran", wall, held, total)
+        for stale in (paths["ipynb"], paths["json"], paths["key"]):
+            stale.unlink(missing_ok=True)
+        held = total = 0
+        if staged_out.is_file():
+            paths["failed_ipynb"].parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged_out, paths["failed_ipynb"])
+        if staged_json.is_file():
+            paths["failed_json"].parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged_json, paths["failed_json"])
+            held, total = _summarize(paths["failed_json"])
+        return ChapterResult(slug, "failed", wall, held, total, error)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def resolve_device(device: str) -> str:
+    """The device a run will use, as a string (``auto`` resolved: ``$DLTHEORY_DEVICE``, then cuda, mps, cpu). It is
+    what the chapter receives as its ``device`` parameter and what the cache key hashes."""
+    from dltheory.machinery.device import pick_device
+
+    return str(pick_device(device))
+
+
+def plan(names: list[str] | None = None, size: str = "smoke", seed: int = 0, device: str = "auto",
+         out: Path | None = None, force: bool = False) -> dict[str, bool]:
+    """Which of the selected chapters would run (``True``) and which are cached (``False``), in book order."""
+    root = repo_root()
+    out = Path(out) if out is not None else build_dir()
+    params = {"size": size, "seed": seed, "device": resolve_device(device)}
+    return {slug: force or not is_cached(slug, src, params, root, out) for slug, src in resolve(names, root).items()}
+
+
+def run_chapters(names: list[str] | None = None, size: str = "smoke", seed: int = 0, device: str = "auto",
+                 jobs: int | None = None, force: bool = False, out: Path | None = None,
+                 echo=print) -> list[ChapterResult]:
+    """Run chapters in parallel processes; returns one :class:`ChapterResult` per chapter, in book order. Cached
+    chapters are answered from their results JSON without starting a process."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; allowed sizes: {', '.join(SIZES)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    root = repo_root()
+    out = Path(out) if out is not None else build_dir()
+    sel = resolve(names, root)
+    params = {"size": size, "seed": seed, "device": resolve_device(device)}
+    results: dict[str, ChapterResult] = {}
+    stale = {}
+    for slug, src in sel.items():
+        if not force and is_cached(slug, src, params, root, out):
+            held, total = _summarize(output_paths(slug, out)["json"])
+            results[slug] = ChapterResult(slug, "cached", 0.0, held, total)
+        else:
+            stale[slug] = src
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(jobs or cores, len(stale) or 1))
+    threads = max(1, cores // jobs)
+    echo(f"{len(sel)} chapter(s) at size={size} seed={seed} device={params['device']}: {len(results)} cached, "
+         f"{len(stale)} to run" + (f" with {jobs} job(s) x {threads} thread(s)" if stale else "")
+         + f"; outputs in {out}")
+    t0 = time.perf_counter()
+    for slug, r in results.items():
+        echo(f"[{list(sel).index(slug) + 1}/{len(sel)}] {slug:<28} cached           claims {r.claims_held}/"
+             f"{r.claims_total}")
+    if not stale:
+        return [results[s] for s in sel]
+    ctx = mp.get_context("spawn")
+    done = 0
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futs = {pool.submit(run_one, slug, str(src), params, str(root), str(out), threads, True): slug
+                for slug, src in stale.items()}
+        for fut in cf.as_completed(futs):
+            slug = futs[fut]
+            try:
+                r = fut.result()
+            except Exception as exc:  # a crash of the worker itself
+                r = ChapterResult(slug, "failed", 0.0, error=f"{type(exc).__name__}: {exc}")
+            results[slug] = r
+            done += 1
+            line = (f"[{done}/{len(stale)} run] {slug:<28} {r.status:<6} {r.wall_s:6.1f} s  "
+                    f"claims {r.claims_held}/{r.claims_total}  (elapsed {time.perf_counter() - t0:.0f} s)")
+            if r.error:
+                line += f"\n    {r.error}\n    see {output_paths(slug, out)['failed_ipynb']}"
+            echo(line)
+    return [results[s] for s in sel]

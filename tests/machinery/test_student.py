@@ -1,0 +1,80 @@
+"""The student edition: no solution or check leaks, parameters first, outputs cleared, and it executes."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import re
+
+import nbformat
+import papermill as pm
+import pytest
+
+from dltheory.machinery.runner import chapters
+from dltheory.machinery.student import build_student, student_notebook
+
+SLUGS = list(chapters())
+SOLUTION_RE = re.compile(r"```\{solution-start\}.*?```\{solution-end\}\n```", re.S)
+
+
+def _solution_lines(md_text: str) -> list[str]:
+    out = []
+    for block in SOLUTION_RE.findall(md_text):
+        for line in block.splitlines():
+            line = line.strip()
+            if len(line) > 25 and not line.startswith(("```", ":class:")):
+                out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_student_notebook_has_no_solutions_or_checks(slug):
+    md = chapters()[slug]
+    nb = student_notebook(md)
+    text = "\n".join(c.source for c in nb.cells)
+    assert "{solution-start}" not in text and "{solution-end}" not in text
+    assert "run.claim(" not in text and "run.finish(" not in text
+    for line in _solution_lines(md.read_text()):
+        assert line not in text, f"solution text leaked into the student notebook: {line!r}"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert all(not c.outputs for c in code)
+    assert "{exercise-start}" in text, "the exercises stay"
+
+
+@pytest.mark.chapters
+def test_student_notebooks_execute_at_smoke(tmp_path, monkeypatch):
+    paths = build_student(tmp_path / "build", quiet=True)
+    assert sorted(p.stem for p in paths) == sorted(SLUGS)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("DLTHEORY_RESULTS_DIR", str(tmp_path / "results"))
+
+    def execute(p):
+        pm.execute_notebook(str(p), str(tmp_path / f"{p.stem}.out.ipynb"), parameters={"size": "smoke"},
+                            kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+        return p.stem
+
+    with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        done = list(pool.map(execute, paths))
+    assert sorted(done) == sorted(SLUGS)
+    for p in paths:
+        nb = nbformat.read(tmp_path / f"{p.stem}.out.ipynb", as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors
+
+
+def test_strip_solutions_handles_several_blocks_and_blocks_across_cells():
+    from dltheory.machinery.student import _strip_solutions
+
+    text = ("Intro\n```{exercise-start}\n```\nQ1\n```{exercise-end}\n```\n"
+            "```{solution-start} a\n:class: dropdown\n```\nS1 secret\n```{solution-end}\n```\n"
+            "```{exercise-start}\n```\nQ2\n```{exercise-end}\n```\n"
+            "```{solution-start} b\n:class: dropdown\n```\nS2 secret\n```{solution-end}\n```\nOutro")
+    kept, open_ = _strip_solutions(text, False)
+    assert "secret" not in kept and "solution" not in kept and not open_
+    assert kept.startswith("Intro") and "Q1" in kept and "Q2" in kept and kept.endswith("Outro")
+    # a block that opens in one cell and closes in a later one
+    first, open_ = _strip_solutions("Q\n```{solution-start} c\n:class: dropdown\n```\nhidden", False)
+    assert first == "Q" and open_
+    second, open_ = _strip_solutions("more hidden\n```{solution-end}\n```\nAfter", True)
+    assert second == "After" and not open_
