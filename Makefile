@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 SIZE   ?= smoke
 JOBS   ?=
 
-.PHONY: all venv execute book html student test lint bench clean
+.PHONY: all venv browser execute book html student test lint bench clean
 
 all: book
 
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+browser:  ## Debian chromium for the browser tests (apt-get; sudo when not root; one line saying what to run otherwise)
+	@bash scripts/ensure-browser.sh
 
 execute: venv  ## run every chapter (cached) at $(SIZE)
 	$(PY) -m dltheory run --size $(SIZE) $(if $(JOBS),--jobs $(JOBS))
@@ -30,7 +33,7 @@ html: venv  ## render only (chapters must have been executed)
 student: venv  ## student notebooks in _build/student
 	$(PY) -m dltheory student
 
-test: venv  ## library, chapters (smoke), student edition, rendered book in chromium
+test: venv browser  ## library, chapters (smoke), student edition, rendered book in chromium
 	$(PY) -m pytest
 
 lint: venv

@@ -245,12 +245,18 @@ def new_chapter(target: str, title: str, root: Path, cite: str | None = None) ->
     text = TEMPLATE.format(title=title.strip(), slug=slug, cite=key)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(dest, text)
+    index = root / "chapters" / part / "index.md"
+    index_text = index.read_text() if index.is_file() else f"# {PARTS[part]}\n"
     try:
+        if "{tableofcontents}" not in index_text:  # a part's first chapter: its index lists its chapters from now on
+            _write_atomic(index, index_text.rstrip("\n") + "\n\n```{tableofcontents}\n```\n")
         if not cite and f"{{{key}," not in bib_text:
             _write_atomic(bib, bib_text.rstrip("\n") + "\n" + BIB_TEMPLATE.format(key=key, title=title.strip()))
         _write_atomic(toc, new_toc)
     except BaseException:
         dest.unlink(missing_ok=True)
+        if index.is_file():
+            _write_atomic(index, index_text)
         raise
     return dest
 
