@@ -1,4 +1,4 @@
-"""Command line of the book: ``python -m dltheory {run,list,build,student,new,compare} ...``.
+"""Command line of the book: ``python -m dltheory {run,sweep,list,build,student,new,compare} ...``.
 
 See the "Running the book" page of the book and ``python -m dltheory run --help``.
 """
@@ -66,6 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="ignore the cache and re-run")
     r.add_argument("--build-dir", type=Path, default=None, help="output root (default <repo>/_build)")
     r.add_argument("--dry-run", action="store_true", help="print which chapters would run and which are cached")
+    w = sub.add_parser("sweep", help="run chapters at several seeds and aggregate every claim across them",
+                       description="Run each chapter at each seed (cached per seed), keep every seed's results "
+                                   "(_build/results/<slug>/seed-<k>.json) and write the aggregate "
+                                   "_build/results/<slug>.sweep.json: per claim, at how many seeds it holds and the "
+                                   "value's min / median / max.")
+    w.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapter slugs (see `list`); default all")
+    w.add_argument("--seeds", default="0-4", help="a range 0-4, a list 0,2,5 or one seed (default 0-4)")
+    w.add_argument("--size", default="smoke", choices=["smoke", "full"], help="problem size (default smoke)")
+    w.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    w.add_argument("--jobs", type=_positive_int, default=None, help="runs at once (default: number of cores)")
+    w.add_argument("--force", action="store_true", help="ignore the cache and re-run every seed")
+    w.add_argument("--build-dir", type=Path, default=None, help="output root (default <repo>/_build)")
+    w.add_argument("--save", type=Path, default=None, metavar="DIR",
+                   help="also write each aggregate, with the commit it was measured at, to DIR/<slug>.json "
+                        "(book/sweeps holds the committed evidence)")
     sub.add_parser("list", help="list the chapters in book order")
     b = sub.add_parser("build", help="render the executed chapters to HTML with jupyter-book (-W -n)")
     b.add_argument("--build-dir", type=Path, default=None)
@@ -115,6 +130,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{len(failed)} chapter(s) failed: {', '.join(r.slug for r in failed)}", file=sys.stderr)
                 return 1
             return 0
+        if args.cmd == "sweep":
+            from dltheory.machinery.sweep import parse_seeds, sweep
+
+            seeds = parse_seeds(args.seeds)
+            aggs = sweep(args.chapters, seeds, size=args.size, device=args.device, jobs=args.jobs, force=args.force,
+                         out=args.build_dir)
+            if args.save is not None:
+                from dltheory.machinery.sweep import save
+
+                for path in save(aggs, args.save):
+                    print(f"saved {path}")
+            return 1 if any(a["failed"] for a in aggs.values()) else 0
         if args.cmd == "build":
             from dltheory.machinery.build import build_html
 

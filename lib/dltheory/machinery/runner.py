@@ -41,6 +41,17 @@ class ChapterResult:
     claims_held: int = 0
     claims_total: int = 0
     error: str = ""
+    seed: int = 0
+
+
+@dataclass
+class Task:
+    """One chapter run: a chapter at one seed, written under its own build folder ``out``."""
+
+    slug: str
+    src: Path
+    params: dict
+    out: Path
 
 
 def toc_files(root: Path | None = None) -> list[str]:
@@ -236,6 +247,13 @@ def plan(names: list[str] | None = None, size: str = "smoke", seed: int = 0, dev
     return {slug: force or not is_cached(slug, src, params, root, out) for slug, src in resolve(names, root).items()}
 
 
+def check_seed(seed) -> int:
+    """A seed is a non-negative integer (the error names the fix)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
 def run_chapters(names: list[str] | None = None, size: str = "smoke", seed: int = 0, device: str = "auto",
                  jobs: int | None = None, force: bool = False, out: Path | None = None,
                  echo=print) -> list[ChapterResult]:
@@ -243,48 +261,58 @@ def run_chapters(names: list[str] | None = None, size: str = "smoke", seed: int 
     chapters are answered from their results JSON without starting a process."""
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; allowed sizes: {', '.join(SIZES)}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    root = repo_root()
+    check_seed(seed)
     out = Path(out) if out is not None else build_dir()
-    sel = resolve(names, root)
     params = {"size": size, "seed": seed, "device": resolve_device(device)}
-    results: dict[str, ChapterResult] = {}
-    stale = {}
-    for slug, src in sel.items():
-        if not force and is_cached(slug, src, params, root, out):
-            held, total = _summarize(output_paths(slug, out)["json"])
-            results[slug] = ChapterResult(slug, "cached", 0.0, held, total)
+    tasks = [Task(slug, src, params, out) for slug, src in resolve(names).items()]
+    return run_tasks(tasks, jobs=jobs, force=force, echo=echo)
+
+
+def run_tasks(tasks: list[Task], jobs: int | None = None, force: bool = False, echo=print) -> list[ChapterResult]:
+    """Run chapter tasks (chapters at seeds) in one pool of processes, the stale ones only; results in task order.
+    The cache is consulted here, before any process starts."""
+    root = repo_root()
+    results: dict[int, ChapterResult] = {}
+    stale: list[int] = []
+    for i, t in enumerate(tasks):
+        if not force and is_cached(t.slug, t.src, t.params, root, t.out):
+            held, total = _summarize(output_paths(t.slug, t.out)["json"])
+            results[i] = ChapterResult(t.slug, "cached", 0.0, held, total, seed=t.params["seed"])
         else:
-            stale[slug] = src
+            stale.append(i)
     cores = os.cpu_count() or 1
     jobs = max(1, min(jobs or cores, len(stale) or 1))
     threads = max(1, cores // jobs)
-    echo(f"{len(sel)} chapter(s) at size={size} seed={seed} device={params['device']}: {len(results)} cached, "
-         f"{len(stale)} to run" + (f" with {jobs} job(s) x {threads} thread(s)" if stale else "")
-         + f"; outputs in {out}")
+    p0 = tasks[0].params if tasks else {}
+    seeds = sorted({t.params["seed"] for t in tasks})
+    echo(f"{len(tasks)} run(s) at size={p0.get('size')} seed(s)={','.join(map(str, seeds))} "
+         f"device={p0.get('device')}: {len(results)} cached, {len(stale)} to run"
+         + (f" with {jobs} job(s) x {threads} thread(s)" if stale else "")
+         + (f"; outputs in {tasks[0].out}" if len({t.out for t in tasks}) == 1 and tasks else ""))
     t0 = time.perf_counter()
-    for slug, r in results.items():
-        echo(f"[{list(sel).index(slug) + 1}/{len(sel)}] {slug:<28} cached           claims {r.claims_held}/"
+    for i, r in sorted(results.items()):
+        echo(f"[{i + 1}/{len(tasks)}] {r.slug:<28} seed {r.seed}  cached           claims {r.claims_held}/"
              f"{r.claims_total}")
     if not stale:
-        return [results[s] for s in sel]
+        return [results[i] for i in range(len(tasks))]
     ctx = mp.get_context("spawn")
     done = 0
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futs = {pool.submit(run_one, slug, str(src), params, str(root), str(out), threads, True): slug
-                for slug, src in stale.items()}
+        futs = {pool.submit(run_one, tasks[i].slug, str(tasks[i].src), tasks[i].params, str(root), str(tasks[i].out),
+                            threads, True): i for i in stale}
         for fut in cf.as_completed(futs):
-            slug = futs[fut]
+            i = futs[fut]
+            t = tasks[i]
             try:
                 r = fut.result()
             except Exception as exc:  # a crash of the worker itself
-                r = ChapterResult(slug, "failed", 0.0, error=f"{type(exc).__name__}: {exc}")
-            results[slug] = r
+                r = ChapterResult(t.slug, "failed", 0.0, error=f"{type(exc).__name__}: {exc}")
+            r.seed = t.params["seed"]
+            results[i] = r
             done += 1
-            line = (f"[{done}/{len(stale)} run] {slug:<28} {r.status:<6} {r.wall_s:6.1f} s  "
+            line = (f"[{done}/{len(stale)} run] {t.slug:<28} seed {r.seed}  {r.status:<6} {r.wall_s:6.1f} s  "
                     f"claims {r.claims_held}/{r.claims_total}  (elapsed {time.perf_counter() - t0:.0f} s)")
             if r.error:
-                line += f"\n    {r.error}\n    see {output_paths(slug, out)['failed_ipynb']}"
+                line += f"\n    {r.error}\n    see {output_paths(t.slug, t.out)['failed_ipynb']}"
             echo(line)
-    return [results[s] for s in sel]
+    return [results[i] for i in range(len(tasks))]
