@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dltheory.machinery.processes import Cancelled
+
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "list":
@@ -164,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             diffs = compare_results(args.a, args.b, tuple(args.ignore))
             print("\n".join(diffs) if diffs else f"no difference in recorded values or claims ({args.a} vs {args.b})")
             return 1 if diffs else 0
+    except Cancelled as exc:
+        print(f"error: {exc}; every worker and kernel of the run was stopped", file=sys.stderr)
+        return 128 + exc.signum
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from dltheory.machinery.cache import cache_key
 from dltheory.machinery.paths import build_dir, repo_root
+from dltheory.machinery.processes import Cancelled, cancel_on_signals, kill_tree, remove_stale_staging, worker_init
 
 SIZES = ("smoke", "full")
 
@@ -295,24 +296,40 @@ def run_tasks(tasks: list[Task], jobs: int | None = None, force: bool = False, e
              f"{r.claims_total}")
     if not stale:
         return [results[i] for i in range(len(tasks))]
+    for t_out in {tasks[i].out for i in stale}:
+        remove_stale_staging(t_out)
     ctx = mp.get_context("spawn")
     done = 0
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futs = {pool.submit(run_one, tasks[i].slug, str(tasks[i].src), tasks[i].params, str(root), str(tasks[i].out),
-                            threads, True): i for i in stale}
-        for fut in cf.as_completed(futs):
-            i = futs[fut]
-            t = tasks[i]
-            try:
-                r = fut.result()
-            except Exception as exc:  # a crash of the worker itself
-                r = ChapterResult(t.slug, "failed", 0.0, error=f"{type(exc).__name__}: {exc}")
-            r.seed = t.params["seed"]
-            results[i] = r
-            done += 1
-            line = (f"[{done}/{len(stale)} run] {t.slug:<28} seed {r.seed}  {r.status:<6} {r.wall_s:6.1f} s  "
-                    f"claims {r.claims_held}/{r.claims_total}  (elapsed {time.perf_counter() - t0:.0f} s)")
-            if r.error:
-                line += f"\n    {r.error}\n    see {output_paths(t.slug, t.out)['failed_ipynb']}"
-            echo(line)
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=worker_init)
+    futs: dict = {}
+    try:
+        with cancel_on_signals():
+            futs = {pool.submit(run_one, tasks[i].slug, str(tasks[i].src), tasks[i].params, str(root),
+                                str(tasks[i].out), threads, True): i for i in stale}
+            for fut in cf.as_completed(futs):
+                i = futs[fut]
+                t = tasks[i]
+                try:
+                    r = fut.result()
+                except Exception as exc:  # a crash of the worker itself
+                    r = ChapterResult(t.slug, "failed", 0.0, error=f"{type(exc).__name__}: {exc}")
+                r.seed = t.params["seed"]
+                results[i] = r
+                done += 1
+                line = (f"[{done}/{len(stale)} run] {t.slug:<28} seed {r.seed}  {r.status:<6} {r.wall_s:6.1f} s  "
+                        f"claims {r.claims_held}/{r.claims_total}  (elapsed {time.perf_counter() - t0:.0f} s)")
+                if r.error:
+                    line += f"\n    {r.error}\n    see {output_paths(t.slug, t.out)['failed_ipynb']}"
+                echo(line)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        pending = [f"{tasks[i].slug} (seed {tasks[i].params['seed']})" for f, i in futs.items() if i not in results]
+        workers = list(getattr(pool, "_processes", {}) or {})
+        pool.shutdown(wait=False, cancel_futures=True)
+        kill_tree(workers)
+        for t_out in {tasks[i].out for i in stale}:
+            remove_stale_staging(t_out)
+        echo(f"cancelled ({exc}): {', '.join(pending) or 'nothing was running'}; no output of these was written")
+        raise Cancelled(getattr(exc, "signum", 2)) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return [results[i] for i in range(len(tasks))]
