@@ -13,7 +13,7 @@ all: book
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[test,cluster]' --config-settings editable_mode=compat
 	@touch $(STAMP)
 
 venv: $(STAMP)

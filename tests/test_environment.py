@@ -18,7 +18,8 @@ def _norm(req: str) -> str:
 def test_environment_yml_matches_pyproject():
     root = repo_root()
     proj = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    pins = {_norm(r) for r in proj["dependencies"] + proj["optional-dependencies"]["test"]}
+    extras = proj["optional-dependencies"]
+    pins = {_norm(r) for r in proj["dependencies"] + extras["test"] + extras["cluster"]}
     env = yaml.safe_load((root / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     conda_pins = {_norm(r) for r in pip if "==" in r}

@@ -12,13 +12,11 @@ import pytest
 from dltheory.machinery import cache, runner
 from dltheory.machinery.paths import repo_root
 
+from .books import chapter_text
+
 ROOT = repo_root()
-HEADER = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\nkernelspec:\n"
-          "  name: python3\n  display_name: Python 3\n  language: python\n---\n# T\n\n")
-
-
 def _chapter(path: Path, code: str) -> Path:
-    path.write_text(HEADER + "```{code-cell} ipython3\n" + code + "\n```\n")
+    path.write_text(chapter_text(path.stem, code))
     return path
 
 

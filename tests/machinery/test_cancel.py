@@ -14,21 +14,11 @@ import pytest
 
 from dltheory.machinery import processes
 
-SLOW = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\nkernelspec:\n"
-        "  name: python3\n  display_name: Python 3\n  language: python\n---\n# Slow\n\n"
-        "```{code-cell} ipython3\n:tags: [parameters]\nsize = 'smoke'\nseed = 0\ndevice = 'auto'\n```\n\n"
-        "```{code-cell} ipython3\nimport os, pathlib, time\n"
+from .books import make_book
+
+SLOW = ("import os, pathlib, time\n"
         "pathlib.Path(os.environ['SLOW_PID_FILE']).write_text(f'{os.getpid()} {os.getppid()}')\n"
-        "while True:\n    sum(i * i for i in range(10**5))\n```\n")
-
-
-def _book(tmp_path):
-    root = tmp_path / "book"
-    (root / "lib" / "dltheory").mkdir(parents=True)
-    (root / "chapters" / "p").mkdir(parents=True)
-    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/p/slow\n")
-    (root / "chapters" / "p" / "slow.md").write_text(SLOW)
-    return root
+        "while True:\n    sum(i * i for i in range(10**5))\n")
 
 
 def _wait_for(cond, timeout):
@@ -42,7 +32,7 @@ def _wait_for(cond, timeout):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_worker_and_kernel(tmp_path, sig):
-    root, out, pid_file = _book(tmp_path), tmp_path / "out", tmp_path / "kernel.pid"
+    root, out, pid_file = make_book(tmp_path, "slow", SLOW), tmp_path / "out", tmp_path / "kernel.pid"
     env = {**os.environ, "DLTHEORY_ROOT": str(root), "SLOW_PID_FILE": str(pid_file), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "dltheory", "run", "slow", "--device", "cpu", "--build-dir",
                              str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -11,6 +11,8 @@ from dltheory.machinery import runner
 from dltheory.machinery.cli import main
 from dltheory.machinery.paths import repo_root
 
+from .books import make_book
+
 ROOT = repo_root()
 
 
@@ -64,18 +66,9 @@ def test_prepare_notebook_hides_parameters(tmp_path):
 
 def test_failed_run_leaves_no_complete_looking_outputs(tmp_path, monkeypatch):
     """A chapter whose claim fails: no <slug>.json / .ipynb / .key, but .failed.* for inspection."""
-    root = tmp_path / "book"
-    (root / "lib" / "dltheory").mkdir(parents=True)
-    (root / "lib" / "dltheory" / "empty.py").write_text("")
-    (root / "chapters" / "p").mkdir(parents=True)
-    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/p/failing\n")
-    (root / "chapters" / "p" / "failing.md").write_text(
-        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\nkernelspec:\n"
-        "  name: python3\n  display_name: Python 3\n  language: python\n---\n# Failing\n\n"
-        "```{code-cell} ipython3\n:tags: [parameters]\nsize = 'smoke'\nseed = 0\ndevice = 'auto'\n```\n\n"
-        "```{code-cell} ipython3\nfrom dltheory.machinery.claims import start_chapter\n"
-        "run = start_chapter('failing', size=size, seed=seed, device='cpu')\n"
-        "run.claim('c', 'false', 2.0, 1.0, 0.1, source='test')\nrun.finish()\n```\n")
+    root = make_book(tmp_path, "failing", "from dltheory.machinery.claims import start_chapter\n"
+                     "run = start_chapter('failing', size=size, seed=seed, device='cpu')\n"
+                     "run.claim('c', 'false', 2.0, 1.0, 0.1, source='test')\nrun.finish()\n")
     out = tmp_path / "out"
     # stale outputs from an earlier good run must disappear
     paths = runner.output_paths("failing", out)

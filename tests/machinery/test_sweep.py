@@ -10,6 +10,8 @@ import pytest
 from dltheory.machinery import sweep as S
 from dltheory.machinery.cli import main
 
+from .books import TINY, make_book
+
 
 @pytest.mark.parametrize("text,seeds", [("0-4", [0, 1, 2, 3, 4]), ("3", [3]), ("0,2,5", [0, 2, 5]),
                                         ("0-1,4", [0, 1, 4])])
@@ -44,23 +46,11 @@ def test_aggregate_counts_holds_spreads_and_failures():
     assert "fails at seed 1" in S.summary_line(agg) and "failed seeds: 3" in S.summary_line(agg)
 
 
-CHAPTER = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\nkernelspec:\n"
-           "  name: python3\n  display_name: Python 3\n  language: python\n---\n# Tiny\n\n"
-           "```{code-cell} ipython3\n:tags: [parameters]\nsize = 'smoke'\nseed = 0\ndevice = 'auto'\n```\n\n"
-           "```{code-cell} ipython3\nfrom dltheory.machinery.claims import start_chapter\n"
-           "if seed == 2:\n    raise RuntimeError('seed 2 breaks')\n"
-           "run = start_chapter('tiny', size=size, seed=seed, device='cpu')\n"
-           "run.value('twice', 2 * seed)\n"
-           "run.claim('small', 'seed is at most 0', seed, 0.0, 0.0, source='test', comparison='at_most',"
-           " headline=True)\nrun.finish()\n```\n")
+CHAPTER = "if seed == 2:\n    raise RuntimeError('seed 2 breaks')\n" + TINY
 
 
 def test_sweep_end_to_end_with_a_failing_seed(tmp_path, monkeypatch, capsys):
-    root = tmp_path / "book"
-    (root / "lib" / "dltheory").mkdir(parents=True)
-    (root / "chapters" / "p").mkdir(parents=True)
-    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/p/tiny\n")
-    (root / "chapters" / "p" / "tiny.md").write_text(CHAPTER)
+    root = make_book(tmp_path, "tiny", CHAPTER)
     monkeypatch.setenv("DLTHEORY_ROOT", str(root))
     out = tmp_path / "out"
     rc = main(["sweep", "--seeds", "0-2", "--device", "cpu", "--jobs", "2", "--build-dir", str(out)])

@@ -50,6 +50,35 @@ _positive_int = _int_arg(1, "a positive integer")
 _seed = _int_arg(0, "a non-negative integer seed")
 
 
+CLUSTER_HELP = ("where runs execute: local (default: this machine's process pool), tcp://HOST:PORT (a running Dask "
+                "scheduler) or slurm (a Dask cluster started with dask-jobqueue; see the --partition options). "
+                "Needs pip install -e '.[cluster]'")
+
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", default="local", help=CLUSTER_HELP)
+    g = p.add_argument_group("--cluster slurm")
+    g.add_argument("--partition", default=None, help="Slurm partition (queue) of the jobs")
+    g.add_argument("--gpus-per-job", type=_int_arg(0, "a non-negative integer"), default=0,
+                   help="GPUs per Slurm job (one Dask worker per job; tasks with --device cuda ask for one GPU)")
+    g.add_argument("--walltime", default="01:00:00", help="walltime of each job, HH:MM:SS (default 01:00:00)")
+    g.add_argument("--slurm-jobs", type=_int_arg(1, "a positive integer"), default=1,
+                   help="number of Slurm jobs (workers) to start (default 1)")
+    g.add_argument("--slurm-cores", type=_int_arg(1, "a positive integer"), default=4, help="cores per job")
+    g.add_argument("--slurm-memory", default="16GB", help="memory per job (default 16GB)")
+
+
+def _slurm(args):
+    from dltheory.machinery.executors import SlurmOptions, parse_cluster
+
+    parse_cluster(args.cluster)  # a bad --cluster fails before anything runs
+    if args.cluster != "slurm":
+        return None
+
+    return SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job, walltime=args.walltime,
+                        jobs=args.slurm_jobs, cores=args.slurm_cores, memory=args.slurm_memory)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dltheory", description="Run and build Executable Training Theory.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -66,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="ignore the cache and re-run")
     r.add_argument("--build-dir", type=Path, default=None, help="output root (default <repo>/_build)")
     r.add_argument("--dry-run", action="store_true", help="print which chapters would run and which are cached")
+    _add_cluster_options(r)
     w = sub.add_parser("sweep", help="run chapters at several seeds and aggregate every claim across them",
                        description="Run each chapter at each seed (cached per seed), keep every seed's results "
                                    "(_build/results/<slug>/seed-<k>.json) and write the aggregate "
@@ -81,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--save", type=Path, default=None, metavar="DIR",
                    help="also write each aggregate, with the commit it was measured at, to DIR/<slug>.json "
                         "(book/sweeps holds the committed evidence)")
+    _add_cluster_options(w)
     sub.add_parser("list", help="list the chapters in book order")
     b = sub.add_parser("build", help="render the executed chapters to HTML with jupyter-book (-W -n)")
     b.add_argument("--build-dir", type=Path, default=None)
@@ -126,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{slug:<28} {'would run' if stale else 'cached'}")
                 return 0
             res = run_chapters(args.chapters, size=args.size, seed=args.seed, device=args.device,
-                               jobs=args.jobs, force=args.force, out=args.build_dir)
+                               jobs=args.jobs, force=args.force, out=args.build_dir, cluster=args.cluster,
+                               slurm=_slurm(args))
             failed = [r for r in res if r.status == "failed"]
             if failed:
                 print(f"{len(failed)} chapter(s) failed: {', '.join(r.slug for r in failed)}", file=sys.stderr)
@@ -137,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
             seeds = parse_seeds(args.seeds)
             aggs = sweep(args.chapters, seeds, size=args.size, device=args.device, jobs=args.jobs, force=args.force,
-                         out=args.build_dir)
+                         out=args.build_dir, cluster=args.cluster, slurm=_slurm(args))
             if args.save is not None:
                 from dltheory.machinery.sweep import save
 

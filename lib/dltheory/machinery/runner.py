@@ -163,35 +163,25 @@ def _summarize(path: Path) -> tuple[int, int]:
     return sum(bool(c["holds"]) for c in data["claims"]), len(data["claims"])
 
 
-def run_one(slug: str, src: str, params: dict, root: str, out: str, threads: int, force: bool) -> ChapterResult:
-    """Execute one chapter (in a worker process). See the module docstring for what it writes."""
-    root_p, out_p, src_p = Path(root), Path(out), Path(src)
-    paths = output_paths(slug, out_p)
-    t0 = time.perf_counter()
-    if not force and is_cached(slug, src_p, params, root_p, out_p):
-        held, total = _summarize(paths["json"])
-        return ChapterResult(slug, "cached", 0.0, held, total)
+def execute(slug: str, src: Path, params: dict, root: Path, stage: Path, threads: int) -> tuple[bool, str, float]:
+    """Execute one chapter with papermill into the folder ``stage`` (``<slug>.ipynb`` and, from ``run.finish()``,
+    ``<slug>.json``). Returns ``(ok, error, wall_s)``; ``ok`` only when the notebook ran through and wrote its JSON."""
+    import nbformat
     import papermill as pm
 
-    key = cache_key(src_p, params, root_p)
-    stage = out_p / ".staging" / f"{slug}.{os.getpid()}.{time.time_ns()}"
-    stage.mkdir(parents=True)
-    for p in (paths["key"],):
-        p.unlink(missing_ok=True)
+    t0 = time.perf_counter()
     os.environ.update({
-        "DLTHEORY_RESULTS_DIR": str(stage), "DLTHEORY_ROOT": str(root_p),
+        "DLTHEORY_RESULTS_DIR": str(stage), "DLTHEORY_ROOT": str(root),
         "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
         "PYDEVD_DISABLE_FILE_VALIDATION": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "TQDM_MININTERVAL": "5",
     })
-    staged_in, staged_out, staged_json = stage / f"{slug}.in.ipynb", stage / f"{slug}.ipynb", stage / f"{slug}.json"
+    staged_in, staged_json = stage / f"{slug}.in.ipynb", stage / f"{slug}.json"
     error = ""
     try:
-        import nbformat
-
-        nbformat.write(prepare_notebook(src_p), staged_in)
-        pm.execute_notebook(str(staged_in), str(staged_out), parameters=params, kernel_name="python3",
-                            cwd=str(src_p.parent), progress_bar=False, log_output=False)
+        nbformat.write(prepare_notebook(src), staged_in)
+        pm.execute_notebook(str(staged_in), str(stage / f"{slug}.ipynb"), parameters=params, kernel_name="python3",
+                            cwd=str(src.parent), progress_bar=False, log_output=False)
         ok = staged_json.is_file()
         if not ok:
             error = "the chapter finished without writing its results JSON (is run.finish() its last cell?)"
@@ -201,32 +191,62 @@ def run_one(slug: str, src: str, params: dict, root: str, out: str, threads: int
             error = f"{exc.ename} in the notebook: {exc.evalue}"
         else:
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-    wall = time.perf_counter() - t0
+    return ok, error, time.perf_counter() - t0
+
+
+def install(slug: str, stage: Path, out: Path, key: str, ok: bool, error: str, wall: float) -> ChapterResult:
+    """Move a staged run's notebook and JSON into ``out`` (``os.replace``), the cache key last; a failed run's files
+    go to ``<slug>.failed.*`` and the chapter's stale outputs are removed. Nothing that looks complete is ever left
+    by a failure."""
+    paths = output_paths(slug, out)
+    staged_out, staged_json = stage / f"{slug}.ipynb", stage / f"{slug}.json"
+    if ok:
+        _finalize_notebook(staged_out)
+        for p in (paths["ipynb"], paths["json"]):
+            p.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged_json, paths["json"])
+        os.replace(staged_out, paths["ipynb"])
+        paths["failed_ipynb"].unlink(missing_ok=True)
+        paths["failed_json"].unlink(missing_ok=True)
+        tmp = paths["key"].with_suffix(".key.tmp")
+        tmp.write_text(key + "\n")
+        os.replace(tmp, paths["key"])
+        held, total = _summarize(paths["json"])
+        return ChapterResult(slug, "ran", wall, held, total)
+    for stale in (paths["ipynb"], paths["json"], paths["key"]):
+        stale.unlink(missing_ok=True)
+    held = total = 0
+    for staged, final in ((staged_out, paths["failed_ipynb"]), (staged_json, paths["failed_json"])):
+        final.unlink(missing_ok=True)
+        if staged.is_file():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, final)
+    if paths["failed_json"].is_file():
+        held, total = _summarize(paths["failed_json"])
+    return ChapterResult(slug, "failed", wall, held, total, error)
+
+
+def new_stage(out: Path, slug: str) -> Path:
+    """A fresh staging folder ``<out>/.staging/<slug>.<pid>.<ns>`` (the pid lets a later run remove it once its
+    process is gone)."""
+    stage = out / ".staging" / f"{slug}.{os.getpid()}.{time.time_ns()}"
+    stage.mkdir(parents=True)
+    return stage
+
+
+def run_one(slug: str, src: str, params: dict, root: str, out: str, threads: int, force: bool) -> ChapterResult:
+    """Execute one chapter (in a worker process) and install its outputs. See the module docstring."""
+    root_p, out_p, src_p = Path(root), Path(out), Path(src)
+    paths = output_paths(slug, out_p)
+    if not force and is_cached(slug, src_p, params, root_p, out_p):
+        held, total = _summarize(paths["json"])
+        return ChapterResult(slug, "cached", 0.0, held, total)
+    key = cache_key(src_p, params, root_p)
+    paths["key"].unlink(missing_ok=True)
+    stage = new_stage(out_p, slug)
     try:
-        if ok:
-            _finalize_notebook(staged_out)
-            for p in (paths["ipynb"], paths["json"]):
-                p.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged_json, paths["json"])
-            os.replace(staged_out, paths["ipynb"])
-            paths["failed_ipynb"].unlink(missing_ok=True)
-            paths["failed_json"].unlink(missing_ok=True)
-            tmp = paths["key"].with_suffix(".key.tmp")
-            tmp.write_text(key + "\n")
-            os.replace(tmp, paths["key"])
-            held, total = _summarize(paths["json"])
-            return ChapterResult(slug, "ran", wall, held, total)
-        for stale in (paths["ipynb"], paths["json"], paths["key"]):
-            stale.unlink(missing_ok=True)
-        held = total = 0
-        if staged_out.is_file():
-            paths["failed_ipynb"].parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged_out, paths["failed_ipynb"])
-        if staged_json.is_file():
-            paths["failed_json"].parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged_json, paths["failed_json"])
-            held, total = _summarize(paths["failed_json"])
-        return ChapterResult(slug, "failed", wall, held, total, error)
+        ok, error, wall = execute(slug, src_p, params, root_p, stage, threads)
+        return install(slug, stage, out_p, key, ok, error, wall)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -257,7 +277,7 @@ def check_seed(seed) -> int:
 
 def run_chapters(names: list[str] | None = None, size: str = "smoke", seed: int = 0, device: str = "auto",
                  jobs: int | None = None, force: bool = False, out: Path | None = None,
-                 echo=print) -> list[ChapterResult]:
+                 echo=print, cluster: str | None = None, slurm=None) -> list[ChapterResult]:
     """Run chapters in parallel processes; returns one :class:`ChapterResult` per chapter, in book order. Cached
     chapters are answered from their results JSON without starting a process."""
     if size not in SIZES:
@@ -266,12 +286,14 @@ def run_chapters(names: list[str] | None = None, size: str = "smoke", seed: int 
     out = Path(out) if out is not None else build_dir()
     params = {"size": size, "seed": seed, "device": resolve_device(device)}
     tasks = [Task(slug, src, params, out) for slug, src in resolve(names).items()]
-    return run_tasks(tasks, jobs=jobs, force=force, echo=echo)
+    return run_tasks(tasks, jobs=jobs, force=force, echo=echo, cluster=cluster, slurm=slurm)
 
 
-def run_tasks(tasks: list[Task], jobs: int | None = None, force: bool = False, echo=print) -> list[ChapterResult]:
-    """Run chapter tasks (chapters at seeds) in one pool of processes, the stale ones only; results in task order.
-    The cache is consulted here, before any process starts."""
+def run_tasks(tasks: list[Task], jobs: int | None = None, force: bool = False, echo=print,
+              cluster: str | None = None, slurm=None) -> list[ChapterResult]:
+    """Run chapter tasks (chapters at seeds), the stale ones only, in this machine's process pool or, with
+    ``cluster`` (``tcp://HOST:PORT`` or ``slurm``), on Dask (:mod:`dltheory.machinery.executors`); results in task
+    order. The cache is consulted here, before any process starts or anything is sent."""
     root = repo_root()
     results: dict[int, ChapterResult] = {}
     stale: list[int] = []
@@ -298,6 +320,18 @@ def run_tasks(tasks: list[Task], jobs: int | None = None, force: bool = False, e
         return [results[i] for i in range(len(tasks))]
     for t_out in {tasks[i].out for i in stale}:
         remove_stale_staging(t_out)
+    if cluster not in (None, "local"):
+        from dltheory.machinery.executors import connect, run_on_dask
+
+        try:
+            with cancel_on_signals(), connect(cluster, slurm) as client:
+                results.update(run_on_dask(client, tasks, stale, root, p0["device"], echo))
+        except (Cancelled, KeyboardInterrupt) as exc:
+            pending = [f"{tasks[i].slug} (seed {tasks[i].params['seed']})" for i in stale if i not in results]
+            echo(f"cancelled ({exc}): {', '.join(pending) or 'nothing was running'}; the cluster's tasks were "
+                 "cancelled and no output of these was written")
+            raise Cancelled(getattr(exc, "signum", 2)) from None
+        return [results[i] for i in range(len(tasks))]
     ctx = mp.get_context("spawn")
     done = 0
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=worker_init)
