@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 from dltheory.machinery.claims import headline_claim
+from dltheory.machinery.ledger import MARKER as LEDGER_MARKER
+from dltheory.machinery.ledger import ledger_markdown, provenance_note
 from dltheory.machinery.paths import build_dir, repo_root
 from dltheory.machinery.runner import chapters, output_paths, toc_files
 from dltheory.machinery.student import build_student
@@ -103,6 +105,7 @@ def stage(root: Path | None = None, out: Path | None = None) -> Path:
             (src / p.parent).mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / p.with_suffix(".md"), src / p.with_suffix(".md"))
     student_dir = out / "student"
+    ledger_body, ledger_summary = ledger_markdown(root, out)
     for slug, md in chs.items():
         rel = md.relative_to(root)
         dest = src / rel.with_suffix(".ipynb")
@@ -117,11 +120,29 @@ def stage(root: Path | None = None, out: Path | None = None) -> Path:
             shutil.copy2(student_dir / f"{slug}.ipynb", sources / f"{slug}.student.ipynb")
         nb = nbformat.read(executed, as_version=4)
         nb.cells.insert(1, _downloads_cell(slug, has_student))
+        _add_to_provenance(nb, provenance_note(slug, ledger_summary[slug], rel.with_suffix("").as_posix()))
         nbformat.write(nb, dest)
     intro = src / "book" / "intro.md"
     if intro.is_file() and TABLE_MARKER in intro.read_text():
         intro.write_text(intro.read_text().replace(TABLE_MARKER, chapter_table(root, out)))
+    ledger = src / "book" / "ledger.md"
+    if ledger.is_file() and LEDGER_MARKER in ledger.read_text():
+        ledger.write_text(ledger.read_text().replace(LEDGER_MARKER, ledger_body))
     return src
+
+
+def _add_to_provenance(nb, note_html: str) -> None:
+    """Put ``note_html`` at the end of the chapter's provenance box (an HTML output of its last cell)."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            text = data.get("text/html")
+            if text is None:
+                continue
+            text = "".join(text) if isinstance(text, list) else text
+            if "dltheory-provenance" in text and text.rstrip().endswith("</div>"):
+                data["text/html"] = text.rstrip()[:-len("</div>")] + note_html + "</div>"
+                return
 
 
 def build_html(out: Path | None = None) -> int:
