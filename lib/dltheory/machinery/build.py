@@ -29,13 +29,6 @@ from dltheory.machinery.student import build_student
 TABLE_MARKER = "<!-- chapter-table -->"
 
 
-def _title(src: Path) -> str:
-    for line in src.read_text().splitlines():
-        if line.startswith("# "):
-            return line[2:].strip()
-    return src.stem
-
-
 def chapter_table(root: Path, out: Path) -> str:
     """The landing page's table: one line per chapter with the claim it reproduces (its headline claim), the
     source of that claim, and the smoke / full run times read from the results JSON."""

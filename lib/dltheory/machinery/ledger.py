@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from dltheory.machinery.cache import cache_key
-from dltheory.machinery.runner import chapters, output_paths
+from dltheory.machinery.runner import chapter_title, chapters, output_paths
 
 MARKER = "<!-- claims-ledger -->"
 SWEEPS = Path("book") / "sweeps"
@@ -64,11 +64,12 @@ def chapter_rows(root: Path, out: Path, slug: str) -> tuple[list[str], dict]:
     status, agg = sweep_status(root, slug)
     by_id = {c["id"]: c for c in (agg or {}).get("claims", [])}
     n_seeds = len((agg or {}).get("seeds", []))
-    lines = [f"({anchor(slug)})=", f"### {{doc}}`/{chapters(root)[slug].relative_to(root).with_suffix('').as_posix()}`",
-             ""]
+    src = chapters(root)[slug]
+    doc = src.relative_to(root).with_suffix("").as_posix()
+    lines = [f"({anchor(slug)})=", f"## {chapter_title(src)}", "", f"Chapter: {{doc}}`/{doc}`. "]
     if status == "missing":
-        lines.append("*No seed sweep committed for this chapter yet* (`python -m dltheory sweep "
-                     f"{slug} --seeds 0-4 --save book/sweeps`).")
+        lines[-1] += ("*No seed sweep is committed for this chapter yet* (`python -m dltheory sweep "
+                      f"{slug} --seeds 0-4 --save book/sweeps`).")
     else:
         note = (f"Seed sweep: {n_seeds} seeds ({', '.join(map(str, agg['seeds']))}) at size {agg.get('size')}, "
                 f"measured at commit `{str(agg.get('commit', 'unknown'))[:10]}`")
@@ -77,23 +78,23 @@ def chapter_rows(root: Path, out: Path, slug: str) -> tuple[list[str], dict]:
                      "for the chapter as it is now")
         if agg.get("failed"):
             note += "; **seeds that failed to run**: " + ", ".join(str(f["seed"]) for f in agg["failed"])
-        lines.append(note + ".")
-    lines += ["", "| | claim | value | expected | source | seeds holding | spread across seeds (min / median / max) |",
-              "|---|---|---|---|---|---|---|"]
+        lines[-1] += note + "."
+    lines += ["", "| claim | this build | expected | across seeds: holds, min / median / max | source |",
+              "|---|---|---|---|---|"]
     robust = 0
     for c in data["claims"]:
         s = by_id.get(c["id"])
-        mark = "✅" if c["holds"] else "❌"
         name = f"**{_cell(c['statement'])}** (headline)" if c.get("headline") else _cell(c["statement"])
+        now = f"{_fmt(c['value'])}, " + ("holds" if c["holds"] else "**fails**")
         if s:
-            seeds = f"{s['holds']}/{s['n']}" + ("" if s["holds"] == s["n"] else
-                                                f" ❌ fails at seed {', '.join(map(str, s['fails_at']))}")
+            seeds = f"{s['holds']}/{s['n']} seeds" + ("" if s["holds"] == s["n"] else
+                                                      f", **fails at seed {', '.join(map(str, s['fails_at']))}**")
             robust += s["holds"] == s["n"] == n_seeds
-            spread = f"{_fmt(s['min'])} / {_fmt(s['median'])} / {_fmt(s['max'])}" if "min" in s else "—"
+            if "min" in s:
+                seeds += f"; {_fmt(s['min'])} / {_fmt(s['median'])} / {_fmt(s['max'])}"
         else:
-            seeds, spread = "—", "—"
-        lines.append(f"| {mark} | {name} <br>`{c['id']}` | {_fmt(c['value'])} | {_rule(c)} | {_cell(c['source'])} "
-                     f"| {seeds} | {spread} |")
+            seeds = "not swept"
+        lines.append(f"| {name} <br>`{c['id']}` | {now} | {_rule(c)} | {seeds} | {_cell(c['source'])} |")
     lines.append("")
     return lines, {"status": status, "seeds": n_seeds, "robust": robust, "claims": len(data["claims"])}
 

@@ -96,6 +96,14 @@ def chapters(root: Path | None = None) -> dict[str, Path]:
     return out
 
 
+def chapter_title(src: Path) -> str:
+    """A chapter's title: its first ``# `` heading (the file name when it has none)."""
+    for line in src.read_text().splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return src.stem
+
+
 def resolve(names: list[str] | None, root: Path | None = None) -> dict[str, Path]:
     """Select chapters by slug (or by path to their ``.md``); unknown names raise with the available slugs."""
     allc = chapters(root)
