@@ -2,9 +2,8 @@
 in one run (ratios only).
 
 The chapter *Progressive distillation and its implicit curriculum* trains ten student schedules over eight seeds
-(``dltheory.distillation.distill.train_students``) and probes a width-256 teacher at sixty checkpoints on 8192
-points. This
-script times, on the same inputs:
+(``dltheory.distillation.distill.train_students``) and probes a width-256 teacher at sixty checkpoints on 8192 points.
+This script times, on the same inputs:
 
 1. students: all schedules side by side in one run, against one run per schedule (the final students must agree);
 2. the probe's forward pass: in chunks of 1024 rows against one pass over all rows, and float32 against

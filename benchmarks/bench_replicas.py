@@ -1,11 +1,9 @@
 """Batched replicas vs a Python loop over replicas, measured side by side in one run (ratios only).
 
-The chapter *SDEs for adaptive methods and the square-root scaling rule* runs hundreds of independent RMSprop
-replicas on online noisy linear regression (``dltheory.optimization.scaling.linreg_rmsprop_replicas``). Because the
-update
-functions of ``dltheory.numerics.optimizers`` are pure and elementwise, one call updates a whole ``(R, d)`` batch.
-This script
-times one RMSprop step for ``R`` replicas three ways, on the same pre-drawn minibatches:
+The chapter *SDEs for adaptive methods and the square-root scaling rule* runs hundreds of independent RMSprop replicas
+on online noisy linear regression (``dltheory.optimization.scaling.linreg_rmsprop_replicas``). Because the update
+functions of ``dltheory.numerics.optimizers`` are pure and elementwise, one call updates a whole ``(R, d)`` batch. This
+script times one RMSprop step for ``R`` replicas three ways, on the same pre-drawn minibatches:
 
 1. batched: the replica axis is a tensor dimension (what the chapter does);
 2. ``torch.func.vmap`` over a per-replica step function;

@@ -23,8 +23,7 @@ single (direction) output.
 
 Meta-training (:func:`meta_train`) uses truncated PES from :mod:`dltheory.learned_algorithms.es` on tasks from
 :mod:`dltheory.learned_algorithms.tasks`. Every function handles a *population* of ``P`` networks and ``P`` rule
-parameter
-vectors at once (rows of ``(P, ...)`` tensors): ES particles, seeds and learning-rate grids are batched.
+parameter vectors at once (rows of ``(P, ...)`` tensors): ES particles, seeds and learning-rate grids are batched.
 """
 
 from __future__ import annotations
@@ -344,9 +343,8 @@ def meta_train(cfg: LOptConfig, n_iters: int, n_pairs: int, trunc_len: int, epis
                progress: bool = False) -> MetaTrainResult:
     """Meta-train the rule with truncated PES (Vicol et al. 2021) and Adam as outer optimizer.
 
-    Each *episode* samples one task from :func:`dltheory.learned_algorithms.tasks.sample_train_task` and, per
-    antithetic pair, a
-    fresh initialization and a parameter scale (log-uniform on ``scale_range``). The episode's
+    Each *episode* samples one task from :func:`dltheory.learned_algorithms.tasks.sample_train_task` and, per antithetic
+    pair, a fresh initialization and a parameter scale (log-uniform on ``scale_range``). The episode's
     ``episode_len`` inner steps are split into truncations of ``trunc_len`` steps; each truncation is one
     meta-iteration: the ``2 n_pairs`` particles (``theta +- sigma eps_i``) train their own copy for
     ``trunc_len`` steps (pairs share minibatches), the meta-loss of a particle is its mean minibatch loss over

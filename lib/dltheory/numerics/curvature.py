@@ -171,11 +171,10 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k:
 class SharpnessTracker:
     """Track ``lambda_1(nabla^2 L)`` along a training run, warm-starting Lanczos from the last Ritz vectors.
 
-    The start vector is the sum of the previous top-``keep`` Ritz vectors plus a little noise, so the Krylov
-    space holds the directions that may overtake the old top one (at the edge of stability the top eigenvalues
-    are close and cross). Used by :func:`dltheory.optimization.eos.train`; Cohen et al. 2021 measure the sharpness
-    the same
-    way but from a cold start with scipy ``eigsh`` (``benchmarks/bench_curvature.py`` compares the two).
+    The start vector is the sum of the previous top-``keep`` Ritz vectors plus a little noise, so the Krylov space holds
+    the directions that may overtake the old top one (at the edge of stability the top eigenvalues are close and cross).
+    Used by :func:`dltheory.optimization.eos.train`; Cohen et al. 2021 measure the sharpness the same way but from a
+    cold start with scipy ``eigsh`` (``benchmarks/bench_curvature.py`` compares the two).
     """
 
     def __init__(self, tol: float = 1e-3, max_iter: int = 60, generator: torch.Generator | None = None,

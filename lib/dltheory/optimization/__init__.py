@@ -4,8 +4,8 @@
 * :mod:`.sde`, :mod:`.scaling`: *SDEs for adaptive methods and the square-root scaling rule* (``sde-scaling-rules.md``).
 
 A chapter imports the part's modules from here (``from dltheory.optimization import eos``); each module's docstring
-points back to its chapter and paper. The package imports nothing itself, so a chapter's cache key covers only
-the modules it uses. Parts use the shared numerics and never import another part.
+points back to its chapter and paper. The package imports nothing itself, so a chapter's cache key covers only the
+modules it uses. Parts use the shared numerics and never import another part.
 """
 
 __all__ = ["eos", "scaling", "sde"]

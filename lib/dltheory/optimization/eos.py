@@ -52,11 +52,10 @@ def train(theta0: torch.Tensor, loss_fn, X: torch.Tensor, Y: torch.Tensor, eta: 
           chunk: int | None = None, progress=None) -> tuple[torch.Tensor, History]:
     """Full-batch training from ``theta0`` with step size ``eta`` for ``steps`` steps.
 
-    ``mode``: ``gd`` (plain GD on ``L``), ``normalized`` (``theta -= eta g/||g||``), ``sqrt`` (GD on
-    ``sqrt(L)``). Every ``eval_every`` steps the sharpness of the *objective being descended* is measured with
-    a warm-started :class:`~dltheory.numerics.curvature.SharpnessTracker` (for ``sqrt``, that is ``lambda_1(nabla^2
-    sqrt L)``).
-    Stops early (``history.diverged``) if the loss becomes non-finite or explodes.
+    ``mode``: ``gd`` (plain GD on ``L``), ``normalized`` (``theta -= eta g/||g||``), ``sqrt`` (GD on ``sqrt(L)``). Every
+    ``eval_every`` steps the sharpness of the *objective being descended* is measured with a warm-started
+    :class:`~dltheory.numerics.curvature.SharpnessTracker` (for ``sqrt``, that is ``lambda_1(nabla^2 sqrt L)``). Stops
+    early (``history.diverged``) if the loss becomes non-finite or explodes.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")

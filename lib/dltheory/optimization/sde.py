@@ -108,10 +108,9 @@ class QuadraticNGOS:
 def simulate_rmsprop_discrete(problem: QuadraticNGOS, x0: torch.Tensor, lr: float, beta: float, eps: float,
                               sigma: float, steps: int, replicas: int, generator: torch.Generator,
                               n_records: int = 50) -> ReplicaRun:
-    """Discrete RMSprop (:func:`dltheory.numerics.optimizers.rmsprop_update`) with the noisy oracle, ``replicas``
-    runs at once,
-    from ``x0`` with ``v0 = sigma^2 Sigma + (grad L(x0))^2`` (the expected squared gradient). Records the loss at
-    SDE times ``k lr^2``."""
+    """Discrete RMSprop (:func:`dltheory.numerics.optimizers.rmsprop_update`) with the noisy oracle, ``replicas`` runs
+    at once, from ``x0`` with ``v0 = sigma^2 Sigma + (grad L(x0))^2`` (the expected squared gradient). Records the loss
+    at SDE times ``k lr^2``."""
     check_int("steps", steps)
     check_int("replicas", replicas)
     x = x0.expand(replicas, -1).clone()

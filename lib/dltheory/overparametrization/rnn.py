@@ -259,10 +259,9 @@ def train_gd(net: ElmanRNN, x: torch.Tensor, y: torch.Tensor, weights: torch.Ten
              lr_scale: float = 1.0, power_iters: int = 30, record_every: int = 1) -> dict:
     """Full-batch gradient descent on the recurrent matrix ``W`` only (``A``, ``B`` stay at initialization).
 
-    The output is centred at initialization, ``f(s; W) = B (h_L(s; W) - h_L(s; W_0))``, so training starts
-    from the zero function; the loss is ``1/2 sum_i w_i ||f(s_i) - y_i||^2`` (``weights`` sum to 1 per
-    replica: counts of a sample with repetitions, see
-    :func:`dltheory.overparametrization.languages.unique_with_counts`).
+    The output is centred at initialization, ``f(s; W) = B (h_L(s; W) - h_L(s; W_0))``, so training starts from the zero
+    function; the loss is ``1/2 sum_i w_i ||f(s_i) - y_i||^2`` (``weights`` sum to 1 per replica: counts of a sample
+    with repetitions, see :func:`dltheory.overparametrization.languages.unique_with_counts`).
     The step is ``eta = lr_scale / lambda_max`` from :func:`ntk_lambda_max` (``lr_scale < 2`` is stable in
     the kernel regime). ``x``: ``(R, n, L, d)`` with ``net`` holding ``R`` replicas, or unbatched.
 
