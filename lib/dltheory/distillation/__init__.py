@@ -1,7 +1,7 @@
 """Distillation (``chapters/distillation/``): moving capabilities between models.
 
-* :mod:`.distill`, :mod:`.parity`: *Progressive distillation and its implicit curriculum* (``progressive-
-  distillation.md``).
+* :mod:`.distill`, :mod:`.parity`: *Progressive distillation and its implicit curriculum*
+  (``progressive-distillation.md``).
 
 A chapter imports the part's modules from here (``from dltheory.distillation import distill``); each module's docstring
 points back to its chapter and paper. The package imports nothing itself, so a chapter's cache key covers only the
