@@ -135,3 +135,14 @@ def test_landing_page_lists_every_chapter(rendered_book):
     for slug in chapters(ROOT):
         assert slug in html
     assert "chapter-table" not in html and "not executed yet" not in html
+
+
+@pytest.mark.book
+def test_an_unchanged_book_is_not_rendered_again(rendered_book, capsys):
+    """A no-change `make book` costs seconds: the staged sources equal the last build's, so nothing is rendered."""
+    from dltheory.machinery.build import build_html
+
+    stamp = (rendered_book / ".source-digest").read_text()
+    assert build_html() == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (rendered_book / ".source-digest").read_text() == stamp

@@ -138,14 +138,35 @@ def _add_to_provenance(nb, note_html: str) -> None:
                 return
 
 
-def build_html(out: Path | None = None) -> int:
-    """Stage, run ``jupyter-book build -W -n --keep-going``, and move the HTML to ``<out>/html``."""
+def source_digest(src: Path) -> str:
+    """sha256 of a staged source tree (every file's path and bytes, its own ``_build`` left out): what the HTML is
+    rendered from, so an unchanged digest means an unchanged book."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(p for p in src.rglob("*") if p.is_file() and p.relative_to(src).parts[0] != "_build"):
+        h.update(path.relative_to(src).as_posix().encode() + b"\0")
+        h.update(path.read_bytes())
+    h.update(sys.version.encode())
+    return h.hexdigest()
+
+
+def build_html(out: Path | None = None, force: bool = False) -> int:
+    """Stage, run ``jupyter-book build -W -n --keep-going``, and move the HTML to ``<out>/html``. When the staged
+    sources are exactly those of the last successful build (:func:`source_digest`, kept in
+    ``<out>/html/.source-digest``), the HTML is up to date and nothing is rendered (``force`` renders anyway)."""
     out = Path(out) if out else build_dir()
     try:
         build_student(out, quiet=True)
     except Exception as exc:  # the book still renders without the student downloads
         print(f"warning: student edition not written: {exc}", file=sys.stderr)
     src = stage(out=out)
+    digest = source_digest(src)
+    stamp = out / "html" / ".source-digest"
+    up_to_date = stamp.is_file() and stamp.read_text().strip() == digest and (out / "html" / "index.html").is_file()
+    if up_to_date and not force:
+        print(f"HTML book is up to date (sources unchanged): {out / 'html' / 'index.html'}")
+        return 0
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(src), "--path-output", str(src),
            "--builder", "html", "-W", "-n", "--keep-going"]
@@ -162,6 +183,7 @@ def build_html(out: Path | None = None) -> int:
         shutil.rmtree(old)
     if final.exists():
         os.replace(final, old)
+    (built / ".source-digest").write_text(digest + "\n")
     os.replace(built, final)
     shutil.rmtree(old, ignore_errors=True)
     print(f"HTML book: {final / 'index.html'}")

@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the chapters in book order")
     b = sub.add_parser("build", help="render the executed chapters to HTML with jupyter-book (-W -n)")
     b.add_argument("--build-dir", type=Path, default=None)
+    b.add_argument("--force", action="store_true", help="render even when the sources are those of the last build")
     s = sub.add_parser("student", help="write student notebooks (solutions and checks removed)")
     s.add_argument("--build-dir", type=Path, default=None)
     n = sub.add_parser("new", help="write a chapter skeleton that satisfies the chapter contract, listed in _toc.yml",
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "build":
             from dltheory.machinery.build import build_html
 
-            return build_html(args.build_dir)
+            return build_html(args.build_dir, force=args.force)
         if args.cmd == "student":
             from dltheory.machinery.student import build_student
 
