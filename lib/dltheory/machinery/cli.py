@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     r.add_argument("--jobs", type=_positive_int, default=None,
                    help="chapters run at once (default: number of cores); threads per chapter = cores // jobs")
+    r.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads per chapter (default: cores // jobs); the time budget is measured with --threads 1")
     r.add_argument("--force", action="store_true", help="ignore the cache and re-run")
     r.add_argument("--build-dir", type=Path, default=None, help="output root (default <repo>/_build)")
     r.add_argument("--dry-run", action="store_true", help="print which chapters would run and which are cached")
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--size", default="smoke", choices=["smoke", "full"], help="problem size (default smoke)")
     w.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     w.add_argument("--jobs", type=_positive_int, default=None, help="runs at once (default: number of cores)")
+    w.add_argument("--threads", type=_positive_int, default=None, help="threads per run (default: cores // jobs)")
     w.add_argument("--force", action="store_true", help="ignore the cache and re-run every seed")
     w.add_argument("--build-dir", type=Path, default=None, help="output root (default <repo>/_build)")
     w.add_argument("--save", type=Path, default=None, metavar="DIR",
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             res = run_chapters(args.chapters, size=args.size, seed=args.seed, device=args.device,
                                jobs=args.jobs, force=args.force, out=args.build_dir, cluster=args.cluster,
-                               slurm=_slurm(args))
+                               slurm=_slurm(args), threads=args.threads)
             failed = [r for r in res if r.status == "failed"]
             if failed:
                 print(f"{len(failed)} chapter(s) failed: {', '.join(r.slug for r in failed)}", file=sys.stderr)
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
             seeds = parse_seeds(args.seeds)
             aggs = sweep(args.chapters, seeds, size=args.size, device=args.device, jobs=args.jobs, force=args.force,
-                         out=args.build_dir, cluster=args.cluster, slurm=_slurm(args))
+                         out=args.build_dir, cluster=args.cluster, slurm=_slurm(args), threads=args.threads)
             if args.save is not None:
                 from dltheory.machinery.sweep import save
 

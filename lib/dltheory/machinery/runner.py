@@ -285,7 +285,7 @@ def check_seed(seed) -> int:
 
 def run_chapters(names: list[str] | None = None, size: str = "smoke", seed: int = 0, device: str = "auto",
                  jobs: int | None = None, force: bool = False, out: Path | None = None,
-                 echo=print, cluster: str | None = None, slurm=None) -> list[ChapterResult]:
+                 echo=print, cluster: str | None = None, slurm=None, threads: int | None = None) -> list[ChapterResult]:
     """Run chapters in parallel processes; returns one :class:`ChapterResult` per chapter, in book order. Cached
     chapters are answered from their results JSON without starting a process."""
     if size not in SIZES:
@@ -294,14 +294,15 @@ def run_chapters(names: list[str] | None = None, size: str = "smoke", seed: int 
     out = Path(out) if out is not None else build_dir()
     params = {"size": size, "seed": seed, "device": resolve_device(device)}
     tasks = [Task(slug, src, params, out) for slug, src in resolve(names).items()]
-    return run_tasks(tasks, jobs=jobs, force=force, echo=echo, cluster=cluster, slurm=slurm)
+    return run_tasks(tasks, jobs=jobs, force=force, echo=echo, cluster=cluster, slurm=slurm, threads=threads)
 
 
 def run_tasks(tasks: list[Task], jobs: int | None = None, force: bool = False, echo=print,
-              cluster: str | None = None, slurm=None) -> list[ChapterResult]:
+              cluster: str | None = None, slurm=None, threads: int | None = None) -> list[ChapterResult]:
     """Run chapter tasks (chapters at seeds), the stale ones only, in this machine's process pool or, with
     ``cluster`` (``tcp://HOST:PORT`` or ``slurm``), on Dask (:mod:`dltheory.machinery.executors`); results in task
-    order. The cache is consulted here, before any process starts or anything is sent."""
+    order. The cache is consulted here, before any process starts or anything is sent. Each run gets ``threads``
+    threads (default: cores // jobs; ``threads=1`` is how the book's time budget is measured)."""
     root = repo_root()
     results: dict[int, ChapterResult] = {}
     stale: list[int] = []
@@ -313,7 +314,7 @@ def run_tasks(tasks: list[Task], jobs: int | None = None, force: bool = False, e
             stale.append(i)
     cores = os.cpu_count() or 1
     jobs = max(1, min(jobs or cores, len(stale) or 1))
-    threads = max(1, cores // jobs)
+    threads = threads or max(1, cores // jobs)
     p0 = tasks[0].params if tasks else {}
     seeds = sorted({t.params["seed"] for t in tasks})
     echo(f"{len(tasks)} run(s) at size={p0.get('size')} seed(s)={','.join(map(str, seeds))} "

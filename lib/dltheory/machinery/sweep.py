@@ -101,7 +101,7 @@ def aggregate(slug: str, per_seed: dict[int, dict | None], errors: dict[int, str
 
 def sweep(names: list[str] | None, seeds: list[int], size: str = "smoke", device: str = "auto",
           jobs: int | None = None, force: bool = False, out: Path | None = None, echo=print,
-          cluster: str | None = None, slurm=None) -> dict[str, dict]:
+          cluster: str | None = None, slurm=None, threads: int | None = None) -> dict[str, dict]:
     """Run the chapters at every seed (one pool, cached per seed), keep each seed's results JSON and write each
     chapter's aggregate; returns the aggregates by slug."""
     if size not in SIZES:
@@ -114,7 +114,7 @@ def sweep(names: list[str] | None, seeds: list[int], size: str = "smoke", device
     sel = resolve(names, root)
     tasks = [Task(slug, src, {"size": size, "seed": s, "device": dev}, seed_build_dir(out, s))
              for s in seeds for slug, src in sel.items()]
-    results = run_tasks(tasks, jobs=jobs, force=force, echo=echo, cluster=cluster, slurm=slurm)
+    results = run_tasks(tasks, jobs=jobs, force=force, echo=echo, cluster=cluster, slurm=slurm, threads=threads)
     aggregates = {}
     for slug, src in sel.items():
         per_seed, errors, keys = {}, {}, {}
