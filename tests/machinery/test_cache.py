@@ -72,6 +72,19 @@ def test_key_follows_exactly_the_imported_modules(tmp_path):
     assert cache.cache_key(src, params, tmp_path) != k, "a module imported two hops away must re-run it"
 
 
+def test_docstrings_and_comments_do_not_rerun_code_does(tmp_path):
+    lib = _mini_lib(tmp_path)
+    src = _chapter(tmp_path / "c.md", "from dltheory.numerics import a")
+    params = {"size": "smoke", "seed": 0, "device": "cpu"}
+    k = cache.cache_key(src, params, tmp_path)
+    (lib / "numerics" / "a.py").write_text('"""A module."""\n\n# a comment\ndef f():\n    """Doc."""\n    pass\n')
+    assert cache.cache_key(src, params, tmp_path) == k
+    (lib / "numerics" / "a.py").write_text("def f():\n    return 2\n")
+    assert cache.cache_key(src, params, tmp_path) != k
+    src.write_text(src.read_text().replace("# T", "# T, retitled"))
+    assert cache.cache_key(src, params, tmp_path) != k, "the chapter's own text is rendered: any edit re-runs"
+
+
 def test_unparsable_chapter_depends_on_the_whole_library(tmp_path):
     lib = _mini_lib(tmp_path)
     src = _chapter(tmp_path / "c.md", "def broken(:\n    pass")
@@ -105,7 +118,7 @@ def _keys(root: Path) -> dict[str, str]:
 def test_editing_a_module_reruns_only_its_chapters(repo_copy, module, expected):
     before = _keys(repo_copy)
     path = repo_copy / "lib" / "dltheory" / module
-    path.write_text(path.read_text() + "\n# edited\n")
+    path.write_text(path.read_text() + "\n_EDITED = 1\n")
     after = _keys(repo_copy)
     assert {s for s in before if before[s] != after[s]} == expected
 
@@ -113,7 +126,7 @@ def test_editing_a_module_reruns_only_its_chapters(repo_copy, module, expected):
 def test_editing_the_claims_machinery_reruns_every_chapter(repo_copy):
     before = _keys(repo_copy)
     path = repo_copy / "lib" / "dltheory" / "machinery" / "claims.py"
-    path.write_text(path.read_text() + "\n# edited\n")
+    path.write_text(path.read_text() + "\n_EDITED = 1\n")
     after = _keys(repo_copy)
     assert all(before[s] != after[s] for s in before)
 

@@ -44,7 +44,7 @@ def test_fresh_until_the_chapter_or_its_library_changes(repo_copy):
     _fake_sweep(repo_copy, slug)
     assert ledger.sweep_status(repo_copy, slug)[0] == "fresh"
     mod = repo_copy / "lib" / "dltheory" / "distillation" / "parity.py"
-    mod.write_text(mod.read_text() + "\n# edited\n")
+    mod.write_text(mod.read_text() + "\n_EDITED = 1\n")
     assert ledger.sweep_status(repo_copy, slug)[0] == "stale"
     (repo_copy / "book" / "sweeps" / f"{slug}.json").unlink()
     assert ledger.sweep_status(repo_copy, slug)[0] == "missing"

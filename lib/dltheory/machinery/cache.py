@@ -7,6 +7,8 @@ The key of a run (:func:`cache_key`) hashes
   chapter's code cells and from each module's source with :mod:`ast`, never by importing anything, and every
   package ``__init__.py`` on the way is included (importing ``dltheory.optimization.eos`` runs
   ``dltheory/__init__.py`` and ``dltheory/optimization/__init__.py`` too),
+  — each module by its code only (the :mod:`ast` without docstrings and comments, :func:`code_fingerprint`), so
+  rewording a docstring or listing a new chapter in a part's ``__init__`` docstring re-runs nothing,
 * the parameters with the *resolved* device (``auto`` is resolved before hashing, so ``make book`` with
   ``--device auto`` and ``make test`` with ``--device cpu`` share their runs on a machine without a GPU),
 * the versions of python and torch.
@@ -110,16 +112,37 @@ def import_closure(src: Path, root: Path) -> list[Path]:
     return sorted(set(seen.values()))
 
 
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_fingerprint(path: Path) -> bytes:
+    """What of a library module can change a chapter's output: its syntax tree without docstrings (comments and
+    layout are not in the tree). A file that does not parse is taken byte for byte."""
+    text = path.read_bytes()
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return text
+    return ast.dump(_strip_docstrings(tree), include_attributes=False).encode()
+
+
 def cache_key(src: Path, params: dict, root: Path) -> str:
-    """sha256 over the chapter source, the library files it imports (:func:`import_closure`), the parameters (with
-    the device already resolved) and the python/torch versions."""
+    """sha256 over the chapter source, the code of the library files it imports (:func:`import_closure`,
+    :func:`code_fingerprint`), the parameters (with the device already resolved) and the python/torch versions."""
     from importlib import metadata
 
     h = hashlib.sha256()
     h.update(src.read_bytes())
     for path in import_closure(src, root):
         h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
+        h.update(code_fingerprint(path))
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(sys.version.encode())
     try:
