@@ -25,6 +25,11 @@ REQUIRED_VALUES = {
     "progressive-distillation": ["steps_ce", "steps_oneshot", "steps_progressive", "speedup_progressive_vs_ce",
                                  "corr_in_support_transition", "corr_in_support_final", "corr_off_support_max",
                                  "n", "k", "seeds"],
+    "self-distillation-zero": ["pass1_init", "grpo_samples_to_0_5", "sdzero_k1_samples_to_0_5",
+                               "sdzero_k0_5_samples_to_0_5", "sdzero_k0_samples_to_0_5", "speedup_k1_T4",
+                               "speedup_k1_T6", "grpo_final_pass1_T6", "sdzero_k0_5_final_pass1",
+                               "sdzero_noreward_k0_5_final_pass1", "loc_precision_k0", "loc_precision_k1",
+                               "wrong_token_share", "kappa0_autograd_maxerr", "budget"],
     "learned-optimizers": ["lopt_heldout_loss", "adam_default_heldout_loss", "adam_tuned_heldout_loss",
                            "untrained_heldout_loss", "lopt_vs_tuned_adam", "meta_params", "meta_train_s"],
 }

@@ -1,11 +1,12 @@
 """Distillation (``chapters/distillation/``): moving capabilities between models.
 
 * :mod:`.distill`, :mod:`.parity`: *Progressive distillation and its implicit curriculum*
-  (``progressive-distillation.md``).
+  (``progressive-distillation.md``);
+* :mod:`.sdzero`: *Self-distillation from binary rewards* (``self-distillation-zero.md``).
 
 A chapter imports the part's modules from here (``from dltheory.distillation import distill``); each module's docstring
 points back to its chapter and paper. The package imports nothing itself, so a chapter's cache key covers only the
 modules it uses. Parts use the shared numerics and never import another part.
 """
 
-__all__ = ["distill", "parity"]
+__all__ = ["distill", "parity", "sdzero"]
