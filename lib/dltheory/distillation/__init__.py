@@ -2,6 +2,7 @@
 
 * :mod:`.distill`, :mod:`.parity`: *Progressive distillation and its implicit curriculum*
   (``progressive-distillation.md``);
+* :mod:`.cel`: *Learning with privileged context* (``context-enhanced-learning.md``);
 * :mod:`.sdzero`: *Self-distillation from binary rewards* (``self-distillation-zero.md``).
 
 A chapter imports the part's modules from here (``from dltheory.distillation import distill``); each module's docstring
@@ -9,4 +10,4 @@ points back to its chapter and paper. The package imports nothing itself, so a c
 modules it uses. Parts use the shared numerics and never import another part.
 """
 
-__all__ = ["distill", "parity", "sdzero"]
+__all__ = ["cel", "distill", "parity", "sdzero"]
