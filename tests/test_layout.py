@@ -95,3 +95,14 @@ def test_machinery_imports_no_science_at_all():
         names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
         names |= {(n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
         assert not names & {"torch", "numpy", "scipy", "sympy", "sklearn"}, f"{path.name} imports {names}"
+
+
+def test_part_packages_hold_only_their_catalogue():
+    """A part's ``__init__.py`` is a docstring listing its modules and chapters, nothing else: chapters import the
+    modules, so adding a chapter to the catalogue re-runs no chapter (the cache keys hash code, not docstrings)."""
+    import ast
+
+    for part in sorted(PARTS):
+        tree = ast.parse((PKG / part / "__init__.py").read_text())
+        assert ast.get_docstring(tree), f"dltheory/{part}/__init__.py needs a docstring listing its modules"
+        assert len(tree.body) == 1, f"dltheory/{part}/__init__.py must hold only its docstring"

@@ -9,5 +9,3 @@ A chapter imports the part's modules from here (``from dltheory.distillation imp
 points back to its chapter and paper. The package imports nothing itself, so a chapter's cache key covers only the
 modules it uses. Parts use the shared numerics and never import another part.
 """
-
-__all__ = ["cel", "distill", "parity", "sdzero"]

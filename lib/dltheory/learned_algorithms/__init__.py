@@ -7,5 +7,3 @@ A chapter imports the part's modules from here (``from dltheory.learned_algorith
 points back to its chapter and paper. The package imports nothing itself, so a chapter's cache key covers only the
 modules it uses. Parts use the shared numerics and never import another part.
 """
-
-__all__ = ["es", "lopt", "tasks"]

@@ -131,7 +131,8 @@ def sweep(names: list[str] | None, seeds: list[int], size: str = "smoke", device
             data_path = res if r.status != "failed" else output_paths(slug, t.out)["failed_json"]
             data = json.loads(data_path.read_text())
             per_seed[s] = data
-            keys[s] = cache_key(src, t.params, root)
+            key_file = output_paths(slug, t.out)["key"]  # the key the run was made under (absent if it failed)
+            keys[s] = key_file.read_text().strip() if key_file.is_file() else cache_key(src, t.params, root)
             keep.parent.mkdir(parents=True, exist_ok=True)
             tmp = keep.with_suffix(".json.tmp")
             shutil.copyfile(data_path, tmp)
