@@ -6,6 +6,7 @@ covers only the modules it really uses.
 * :mod:`.seeding`: seeding and CPU determinism;
 * :mod:`.fitting`: log-log slopes;
 * :mod:`.curvature`: Hessian-vector products, Lanczos, the sharpness tracker;
+* :mod:`.pergrad`: per-example gradients in one batched call, and minibatch gradients as count matrices;
 * :mod:`.optimizers`: SGD, RMSprop and Adam as pure update functions;
 * :mod:`.kernels`: arc-cosine kernels and the ReLU NTK Gram matrix;
 * :mod:`.mlp`: the flat-parameter MLP and square loss;
