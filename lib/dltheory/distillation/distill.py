@@ -31,14 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dltheory.distillation.parity import labels_from_parity, parity, sample_parity
-from dltheory.numerics.validate import check_int, check_positive
-
-
-def _check_seeds(seeds) -> list[int]:
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0 for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
-    return [int(s) for s in seeds]
+from dltheory.numerics.validate import check_int, check_positive, check_seeds
 
 
 @dataclass
@@ -77,7 +70,7 @@ def init_mlp(seeds: Sequence[int], n: int, width: int, num_labels: int = 2,
              dtype: torch.dtype = torch.float32) -> MLP:
     """PyTorch's default ``nn.Linear`` initialization (weights and biases uniform in ``+-1/sqrt(fan_in)``),
     as in the reference ``prepare_model``; seed ``s`` is drawn from ``torch.Generator().manual_seed(s)``."""
-    seeds = _check_seeds(seeds)
+    seeds = check_seeds(seeds)
     n, width, num_labels = (check_int(a, b) for a, b in (("n", n), ("width", width), ("num_labels", num_labels)))
     parts = []
     for s in seeds:
@@ -112,7 +105,7 @@ class ParityStream:
 
     def __init__(self, seeds: Sequence[int], n: int, support: Sequence[int], batch: int, chunk: int = 256,
                  dtype: torch.dtype = torch.float32):
-        self.seeds = _check_seeds(seeds)
+        self.seeds = check_seeds(seeds)
         self.n, self.batch, self.chunk = check_int("n", n), check_int("batch", batch), check_int(
             "chunk", chunk)
         self.support, self.dtype = list(support), dtype

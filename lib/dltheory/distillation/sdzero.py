@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dltheory.numerics.validate import check_int, check_nonnegative, check_positive
+from dltheory.numerics.validate import check_int, check_nonnegative, check_positive, check_seeds
 
 _TINY = 1e-300
 
@@ -63,11 +63,6 @@ def _check_prob(name: str, value, open_interval: bool = True) -> float:
     return float(value)
 
 
-def _check_seeds(seeds) -> list[int]:
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0 for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
-    return [int(s) for s in seeds]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -122,7 +117,7 @@ def make_task(seeds: Sequence[int], prompts: int, length: int, vocab: int, p_hea
     Returns ``(task, params)`` with ``params`` of shape ``(S, K, T, V)`` or ``(S, T, V, dim)``, on ``device``
     (drawn on the CPU, so the numbers do not depend on the device).
     """
-    seeds = _check_seeds(seeds)
+    seeds = check_seeds(seeds)
     K, T = check_int("prompts", prompts), check_int("length", length)
     V = check_int("vocab", vocab, minimum=2)
     h = head_start_logit(p_head, V)
@@ -409,7 +404,7 @@ def train_arms(task: Task, params0: torch.Tensor, arms: Sequence[Arm], seeds: Se
     arms = list(arms)
     if not arms:
         raise ValueError("arms must list at least one Arm")
-    seeds = _check_seeds(seeds)
+    seeds = check_seeds(seeds)
     budget, group = check_int("budget", budget), check_int("group", group, minimum=2)
     eval_every = check_int("eval_every", eval_every)
     steps = budget // group

@@ -53,3 +53,13 @@ def check_nonnegative(name: str, value) -> float:
     if not (_real(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def check_seeds(seeds) -> list[int]:
+    """``seeds`` as a list of python ``int`` if it is a non-empty sequence of non-negative integers (the seeds of
+    replicas trained side by side); otherwise ``ValueError: seeds must be a non-empty list of non-negative
+    integers, got <seeds>``."""
+    seeds = list(seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    return [int(s) for s in seeds]
