@@ -138,15 +138,24 @@ def _add_to_provenance(nb, note_html: str) -> None:
                 return
 
 
+def _notebook_without_cell_ids(path: Path) -> bytes:
+    """A notebook's JSON without its cells' ``id`` fields: nbformat gives every new cell a random id, so a notebook
+    written twice from the same source differs only there."""
+    data = json.loads(path.read_text())
+    for cell in data.get("cells", []):
+        cell.pop("id", None)
+    return json.dumps(data, sort_keys=True).encode()
+
+
 def source_digest(src: Path) -> str:
     """sha256 of a staged source tree (every file's path and bytes, its own ``_build`` left out): what the HTML is
-    rendered from, so an unchanged digest means an unchanged book."""
+    rendered from, so an unchanged digest means an unchanged book. Cell ids of notebooks are left out (random)."""
     import hashlib
 
     h = hashlib.sha256()
     for path in sorted(p for p in src.rglob("*") if p.is_file() and p.relative_to(src).parts[0] != "_build"):
         h.update(path.relative_to(src).as_posix().encode() + b"\0")
-        h.update(path.read_bytes())
+        h.update(_notebook_without_cell_ids(path) if path.suffix == ".ipynb" else path.read_bytes())
     h.update(sys.version.encode())
     return h.hexdigest()
 
