@@ -11,5 +11,6 @@ covers only the modules it really uses.
 * :mod:`.kernels`: arc-cosine kernels and the ReLU NTK Gram matrix;
 * :mod:`.mlp`: the flat-parameter MLP and square loss;
 * :mod:`.transformer`: the book's one transformer (weights settable by name, replicas side by side);
-* :mod:`.data`: data sets that ship with a package (scikit-learn digits).
+* :mod:`.data`: data sets that ship with a package (scikit-learn digits);
+* :mod:`.figures`: the book's one figure style (page-width sizes, legible fonts, a colour-blind-safe palette).
 """
