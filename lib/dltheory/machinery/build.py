@@ -23,6 +23,7 @@ from dltheory.machinery.claims import headline_claim
 from dltheory.machinery.ledger import MARKER as LEDGER_MARKER
 from dltheory.machinery.ledger import ledger_markdown, provenance_note
 from dltheory.machinery.paths import build_dir, repo_root
+from dltheory.machinery.pdf import placeholder as pdf_placeholder
 from dltheory.machinery.runner import chapters, output_paths, toc_files
 from dltheory.machinery.student import build_student
 
@@ -64,13 +65,39 @@ def _downloads_cell(slug: str, has_student: bool) -> dict:
         f"Downloads: {{download}}`source (.md) <_sources/{slug}.md>` · "
         f"{{download}}`executed notebook (.ipynb) <_sources/{slug}.ipynb>`"
         + (f" · {{download}}`student notebook (.ipynb) <_sources/{slug}.student.ipynb>`" if has_student else "")
-        + ".",
+        + pdf_placeholder(slug) + ".",
         "",
         f"Rerun it at paper scale on a GPU: `python -m dltheory run {slug} --size full --device cuda`"
         " (see {doc}`/book/running`).",
         ":::",
     ]
     return nbformat.v4.new_markdown_cell("\n".join(lines))
+
+
+def stage_config(path: Path) -> dict:
+    """Turn the theme's repository and issues buttons on exactly when ``repository.url`` is set in ``_config.yml``
+    (the one place that names the repository); rewrites the staged copy at ``path``.
+
+    The edit and launch (Binder, Colab) buttons stay off: the rendered pages are the *executed* notebooks staged
+    under ``_build/src``, so those buttons would point at ``chapters/PART/slug.ipynb``, which the repository does
+    not have (its chapters are ``.md``); each chapter's downloads box links its source and notebooks instead."""
+    import yaml
+
+    cfg = yaml.safe_load(path.read_text()) or {}
+    url = str((cfg.get("repository") or {}).get("url") or "").strip()
+    if url and not url.startswith(("https://", "http://")):
+        raise ValueError(f"_config.yml: repository.url must be a web address such as "
+                         f"https://github.com/OWNER/REPO, got {url!r}")
+    html = cfg.setdefault("html", {})
+    for button in ("use_repository_button", "use_issues_button"):
+        html[button] = bool(url)
+    html["use_edit_page_button"] = False
+    if url:
+        cfg["repository"]["url"] = url
+    else:
+        cfg.pop("repository", None)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    return cfg
 
 
 def stage(root: Path | None = None, out: Path | None = None) -> Path:
@@ -90,6 +117,7 @@ def stage(root: Path | None = None, out: Path | None = None) -> Path:
     src.mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(root / name, src / name)
+    stage_config(src / "_config.yml")
     shutil.copytree(root / "book", src / "book")
     chs = chapters(root)
     for f in toc_files(root):
@@ -117,7 +145,8 @@ def stage(root: Path | None = None, out: Path | None = None) -> Path:
         nbformat.write(nb, dest)
     intro = src / "book" / "intro.md"
     if intro.is_file() and TABLE_MARKER in intro.read_text():
-        intro.write_text(intro.read_text().replace(TABLE_MARKER, chapter_table(root, out)))
+        intro.write_text(intro.read_text().replace(TABLE_MARKER, chapter_table(root, out) + "\n"
+                                                   + pdf_placeholder("book") + "\n"))
     ledger = src / "book" / "ledger.md"
     if ledger.is_file() and LEDGER_MARKER in ledger.read_text():
         ledger.write_text(ledger.read_text().replace(LEDGER_MARKER, ledger_body))

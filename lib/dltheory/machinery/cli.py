@@ -1,4 +1,4 @@
-"""Command line of the book: ``python -m dltheory {run,sweep,list,build,student,new,compare} ...``.
+"""Command line of the book: ``python -m dltheory {run,sweep,list,build,pdf,student,grade,new,compare,cache-key} ...``.
 
 See the "Running the book" page of the book and ``python -m dltheory run --help``.
 """
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="render the executed chapters to HTML with jupyter-book (-W -n)")
     b.add_argument("--build-dir", type=Path, default=None)
     b.add_argument("--force", action="store_true", help="render even when the sources are those of the last build")
+    pd = sub.add_parser("pdf", help="print the rendered book to PDF with headless chromium (the whole book and one "
+                                    "PDF per chapter, in <build>/pdf) and link the PDFs from the HTML")
+    pd.add_argument("--build-dir", type=Path, default=None)
     s = sub.add_parser("student", help="write student notebooks (solutions and checks removed)")
     s.add_argument("--build-dir", type=Path, default=None)
     n = sub.add_parser("new", help="write a chapter skeleton that satisfies the chapter contract, listed in _toc.yml",
@@ -128,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("target", metavar="PART/slug", help="e.g. optimization/gradient-noise")
     n.add_argument("title", help="the chapter's title")
     n.add_argument("--cite", default=None, help="bibliography key of the paper (default: a placeholder entry)")
+    k = sub.add_parser("cache-key", help="print one digest of every chapter's cache key (changes exactly when some "
+                                         "chapter would re-run; CI names its cache of _build/executed with it)")
+    k.add_argument("--size", choices=["smoke", "full"], default="smoke")
+    k.add_argument("--seed", type=_seed, default=0)
+    k.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     c = sub.add_parser("compare", help="print every difference of recorded values and claims between two results "
                                        "folders (exit 1 if any)")
     c.add_argument("a", type=Path, help="a results folder, e.g. a copy of _build/results before a change")
@@ -184,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             from dltheory.machinery.build import build_html
 
             return build_html(args.build_dir, force=args.force)
+        if args.cmd == "pdf":
+            from dltheory.machinery.pdf import build_pdf
+
+            build_pdf(args.build_dir)
+            return 0
         if args.cmd == "student":
             from dltheory.machinery.student import build_student
 
@@ -195,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
 
             root = repo_root()
             print(next_steps(new_chapter(args.target, args.title, root, cite=args.cite), root, bool(args.cite)))
+            return 0
+        if args.cmd == "cache-key":
+            from dltheory.machinery.runner import combined_cache_key
+
+            print(combined_cache_key(args.size, args.seed, args.device))
             return 0
         if args.cmd == "compare":
             from dltheory.machinery.compare import compare_results

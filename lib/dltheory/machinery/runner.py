@@ -276,6 +276,22 @@ def plan(names: list[str] | None = None, size: str = "smoke", seed: int = 0, dev
     return {slug: force or not is_cached(slug, src, params, root, out) for slug, src in resolve(names, root).items()}
 
 
+def combined_cache_key(size: str = "smoke", seed: int = 0, device: str = "auto", root: Path | None = None) -> str:
+    """One digest of every chapter's cache key at ``size``/``seed``/``device``: it changes exactly when some
+    chapter would re-run. CI uses it to name the saved ``_build/executed`` + ``_build/results`` (the workflow's
+    cache step; an older cache is restored by prefix, and the per-chapter keys decide what re-runs)."""
+    import hashlib
+
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; allowed sizes: {', '.join(SIZES)}")
+    root = root or repo_root()
+    params = {"size": size, "seed": check_seed(seed), "device": resolve_device(device)}
+    h = hashlib.sha256()
+    for slug, src in chapters(root).items():
+        h.update(f"{slug}:{cache_key(src, params, root)}\n".encode())
+    return h.hexdigest()[:20]
+
+
 def check_seed(seed) -> int:
     """A seed is a non-negative integer (the error names the fix)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
