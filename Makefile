@@ -37,8 +37,12 @@ html: venv  ## render only (chapters must have been executed)
 pdf: book browser  ## the whole book and one PDF per chapter in _build/pdf, printed offline by headless chromium
 	$(PY) -m dltheory pdf
 
-student: venv  ## student notebooks in _build/student
+student: venv  ## student notebooks (auto-checked exercises) and their autograders in _build/student
 	$(PY) -m dltheory student
+
+grade: student  ## grade the notebooks in SUBMISSIONS=dir with otter-grader (locally); writes dir/grades.csv
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=path/to/folder/of/notebooks"; exit 2; }
+	$(PY) -m dltheory grade "$(SUBMISSIONS)"
 
 test: venv browser actionlint  ## library, chapters (smoke), student edition, rendered book in chromium
 	$(PY) -m pytest

@@ -78,3 +78,63 @@ def test_strip_solutions_handles_several_blocks_and_blocks_across_cells():
     assert first == "Q" and open_
     second, open_ = _strip_solutions("more hidden\n```{solution-end}\n```\nAfter", True)
     assert second == "After" and not open_
+
+
+def _answer_name(code: str) -> str:
+    import ast
+
+    for node in ast.parse(code).body:
+        if isinstance(node, ast.FunctionDef):
+            return node.name
+        if isinstance(node, ast.Assign):
+            return node.targets[0].id
+    raise AssertionError("an answer cell defines a function or assigns a name")
+
+
+def _run_checks(answer_code: str, checks: list[str], wrap=None) -> list[str]:
+    """Execute an answer cell and its checks in a fresh namespace; the messages of the checks that failed."""
+    ns: dict = {}
+    exec(compile(answer_code, "<answer>", "exec"), ns)
+    if wrap is not None:
+        name = _answer_name(answer_code)
+        ns[name] = wrap(ns[name])
+    failed = []
+    for case in checks:
+        try:
+            exec(compile(case, "<check>", "exec"), ns)
+        except AssertionError as exc:
+            failed.append(str(exc))
+    return failed
+
+
+def _wrong(value):
+    """A deliberately wrong answer: 10% off (a function's values, a number, an expression)."""
+    if callable(value) and not hasattr(value, "free_symbols"):
+        return lambda *a, **k: 1.1 * value(*a, **k)
+    return 1.1 * value
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_every_chapter_has_auto_checked_exercises(slug):
+    """At least two exercises per chapter check a student's answer (otter-grader, ``grader.check``)."""
+    from dltheory.machinery.student import questions
+
+    assert len(questions(chapters()[slug])) >= 2, f"{slug}: give two exercises an answer and a check cell"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_auto_checks_pass_the_solution_and_fail_blank_and_wrong_answers(slug):
+    """The solved answer passes every check; the answer as handed out (solution lines replaced by ``...``) fails;
+    a deliberately wrong answer fails with a message that does not give the solution away."""
+    from dltheory.machinery.student import blank_solution, questions
+
+    for q, d in questions(chapters()[slug]).items():
+        assert _run_checks(d["answer"], d["checks"]) == [], f"{slug}/{q}: the solution fails its own checks"
+        blank = blank_solution(d["answer"])
+        assert "# SOLUTION" not in blank and "..." in blank
+        assert _run_checks(blank, d["checks"]), f"{slug}/{q}: the blank answer passes the checks"
+        wrong = _run_checks(d["answer"], d["checks"], wrap=_wrong)
+        assert wrong and all(m.strip() for m in wrong), f"{slug}/{q}: a wrong answer must fail with a message"
+        solution_lines = [ln.split("#")[0].strip() for ln in d["answer"].splitlines() if "# SOLUTION" in ln]
+        for m in wrong:
+            assert not any(s and s in m for s in solution_lines), f"{slug}/{q}: the message shows the solution"

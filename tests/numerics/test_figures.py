@@ -19,7 +19,7 @@ def test_figure_sizes_and_palette():
     assert [c.upper() for c in colors] == [c.upper() for c in figures.PALETTE]
     plt.close(fig)
     fig, ax = figures.figure()
-    assert fig.get_size_inches()[0] == pytest.approx(0.6 * figures.PAGE_WIDTH)
+    assert fig.get_size_inches()[0] == pytest.approx(0.8 * figures.PAGE_WIDTH)
     plt.close(fig)
 
 

@@ -122,8 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("pdf", help="print the rendered book to PDF with headless chromium (the whole book and one "
                                     "PDF per chapter, in <build>/pdf) and link the PDFs from the HTML")
     pd.add_argument("--build-dir", type=Path, default=None)
-    s = sub.add_parser("student", help="write student notebooks (solutions and checks removed)")
+    s = sub.add_parser("student", help="write student notebooks (solutions and claim checks removed; auto-checked "
+                                       "exercises as otter-grader questions) and their autograders")
     s.add_argument("--build-dir", type=Path, default=None)
+    g = sub.add_parser("grade", help="grade a folder of submitted student notebooks with otter-grader (locally) and "
+                                     "write grades.csv there")
+    g.add_argument("submissions", type=Path, help="folder of submitted .ipynb files")
+    g.add_argument("--build-dir", type=Path, default=None, help="where `student` wrote the autograders")
     n = sub.add_parser("new", help="write a chapter skeleton that satisfies the chapter contract, listed in _toc.yml",
                        description="Write chapters/PART/slug.md from the chapter template (parameters, presets, "
                                    "theorem, sympy, experiment, figure, headline claim, Try it, exercises, "
@@ -201,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             from dltheory.machinery.student import build_student
 
             build_student(args.build_dir)
+            return 0
+        if args.cmd == "grade":
+            from dltheory.machinery.student import grade
+
+            grade(args.submissions, args.build_dir)
             return 0
         if args.cmd == "new":
             from dltheory.machinery.paths import repo_root

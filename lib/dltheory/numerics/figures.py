@@ -75,7 +75,7 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float | None = None, row_he
     """A new figure in the book's style with ``nrows × ncols`` panels: returns ``(fig, axes)`` like
     ``plt.subplots`` (``axes`` is a single Axes for one panel, else an array).
 
-    ``width`` defaults to the page width (:data:`PAGE_WIDTH`) for two or more columns and to 0.6 of it for one;
+    ``width`` defaults to the page width (:data:`PAGE_WIDTH`) for two or more columns and to 0.8 of it for one;
     ``row_height`` is the height of one row in inches. Raises ``ValueError`` for a non-positive count or size.
     """
     from dltheory.numerics.validate import check_int, check_positive
@@ -84,7 +84,7 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float | None = None, row_he
     check_int("nrows", nrows)
     check_positive("row_height", row_height)
     if width is None:
-        width = PAGE_WIDTH if ncols > 1 else 0.6 * PAGE_WIDTH
+        width = PAGE_WIDTH if ncols > 1 else 0.8 * PAGE_WIDTH
     check_positive("width", width)
     if width > PAGE_WIDTH:
         raise ValueError(f"width must be at most the page width, {PAGE_WIDTH} inches (got {width}); use more rows")
