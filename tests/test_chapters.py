@@ -116,6 +116,11 @@ def contract_problems(text: str) -> list[str]:
         (text.rstrip().endswith("run.finish()\n```"), "the last cell is run.finish()"),
         ("{cite:" in text, "cite the paper"),
         ("{glue:" in text, "glue computed numbers into the text"),
+        ("plt.subplots(" not in text and "plt.figure(" not in text and "import figure" in text,
+         "draw figures with dltheory.numerics.figures.figure (the book's one style)"),
+        (text.count("mystnb:\n  image:\n    alt:") >= 1, "give every figure cell alt text (mystnb: image: alt:)"),
+        (text.count(":tags: [answer") >= 2 and text.count(":tags: [autocheck") >= 2,
+         "two exercises that check themselves (answer and autocheck cells)"),
     ]
     return [msg for ok, msg in checks if not ok]
 

@@ -52,6 +52,7 @@ import sympy as sp
 import torch
 
 from dltheory.machinery import pick_device, resolve_size, start_chapter
+from dltheory.numerics.figures import figure
 from dltheory.numerics.seeding import seed_everything
 
 dev = pick_device(device)
@@ -86,11 +87,16 @@ run.value("sympy_matches_paper", True)
 ## The experiment
 
 ```{{code-cell}} ipython3
+---
+mystnb:
+  image:
+    alt: "TODO one sentence saying what the figure shows: here, a histogram of the samples, centred at 0."
+---
 samples = torch.randn(cfg.n, generator=gen, dtype=torch.float64)
 mean = run.value("sample_mean", samples.mean())
 scaled_err = run.value("scaled_error", abs(mean) * cfg.n**0.5)
 
-fig, ax = plt.subplots(figsize=(5, 3))
+fig, ax = figure()  # the book's one figure style (dltheory.numerics.figures)
 ax.hist(samples.numpy(), bins=60, density=True)
 ax.set_xlabel("sample value (dimensionless)")
 ax.set_ylabel("density")
@@ -124,8 +130,27 @@ TODO: where the toy falls short of the paper, with the numbers.
 ```{{exercise-start}}
 :label: {slug}-ex-1
 ```
-TODO a first exercise.
+TODO a first exercise. This one checks itself: write `standard_error(n)`, the standard deviation of the mean of
+$n$ standard Gaussians; the check under it (run it in the student notebook) says whether it is right.
 ```{{exercise-end}}
+```
+
+```{{code-cell}} ipython3
+:tags: [answer, hide-input]
+# answer: {slug}-standard-error
+def standard_error(n):
+    return 1 / n**0.5  # SOLUTION
+```
+
+```{{code-cell}} ipython3
+:tags: [autocheck, remove-cell]
+# checks: {slug}-standard-error
+from dltheory.machinery.exercises import kind_ok
+assert kind_ok(standard_error, callable), "define a function standard_error(n)"
+# case
+from dltheory.machinery.exercises import matches
+assert matches(standard_error, "91e73489672fe54b", at=[(4,), (100,), (4096,)]), (
+    "not yet right: the variance of a mean of n independent unit-variance samples is 1/n")
 ```
 
 ```{{solution-start}} {slug}-ex-1
@@ -138,8 +163,27 @@ TODO its solution.
 ```{{exercise-start}}
 :label: {slug}-ex-2
 ```
-TODO a second exercise.
+TODO a second exercise, also checked: write `z_score(mean, n)`, how many standard errors a sample mean of $n$
+standard Gaussians is from 0 (the quantity the claim bounds).
 ```{{exercise-end}}
+```
+
+```{{code-cell}} ipython3
+:tags: [answer, hide-input]
+# answer: {slug}-z-score
+def z_score(mean, n):
+    return abs(mean) * n**0.5  # SOLUTION
+```
+
+```{{code-cell}} ipython3
+:tags: [autocheck, remove-cell]
+# checks: {slug}-z-score
+from dltheory.machinery.exercises import kind_ok
+assert kind_ok(z_score, callable), "define a function z_score(mean, n)"
+# case
+from dltheory.machinery.exercises import matches
+assert matches(z_score, "c59f144d97e7a8fc", at=[(0.01, 100), (-0.002, 4096)]), (
+    "not yet right: divide the distance of the mean from 0 by the standard error")
 ```
 
 ```{{solution-start}} {slug}-ex-2
