@@ -53,6 +53,10 @@ REQUIRED_VALUES = {
                                "wrong_token_share", "kappa0_autograd_maxerr", "budget"],
     "learned-optimizers": ["lopt_heldout_loss", "adam_default_heldout_loss", "adam_tuned_heldout_loss",
                            "untrained_heldout_loss", "lopt_vs_tuned_adam", "meta_params", "meta_train_s"],
+    "attention-to-ssm": ["la_ssm_identity_symbolic", "la_ssm_max_err", "ssd_decay_max_err",
+                         "stage2_init_max_abs_diff", "teacher_acc", "stage1_acc", "two_stage_acc", "two_stage_kl",
+                         "direct_random_acc", "direct_random_kl", "direct_copy_acc", "direct_copy_kl",
+                         "linattn_init_acc", "budget_steps"],
 }
 SLUGS = list(chapters())
 GLUE_RE = re.compile(r"\{glue:(?:text|md|figure|math)?\}`([A-Za-z_][A-Za-z0-9_]*)")
@@ -116,7 +120,7 @@ def contract_problems(text: str) -> list[str]:
         (text.rstrip().endswith("run.finish()\n```"), "the last cell is run.finish()"),
         ("{cite:" in text, "cite the paper"),
         ("{glue:" in text, "glue computed numbers into the text"),
-        ("plt.subplots(" not in text and "plt.figure(" not in text and "import figure" in text,
+        ("plt.subplots(" not in text and "plt.figure(" not in text and "from dltheory.numerics.figures import" in text,
          "draw figures with dltheory.numerics.figures.figure (the book's one style)"),
         (text.count("mystnb:\n  image:\n    alt:") >= 1, "give every figure cell alt text (mystnb: image: alt:)"),
         (text.count(":tags: [answer") >= 2 and text.count(":tags: [autocheck") >= 2,
