@@ -57,6 +57,11 @@ REQUIRED_VALUES = {
                          "stage2_init_max_abs_diff", "teacher_acc", "stage1_acc", "two_stage_acc", "two_stage_kl",
                          "direct_random_acc", "direct_random_kl", "direct_copy_acc", "direct_copy_kl",
                          "linattn_init_acc", "budget_steps"],
+    "simple-to-hard": ["hard_b_acc_none", "simple_b_acc_none", "hard_a_acc_none", "hard_b_via_conversion_ce",
+                       "hard_b_acc_ce", "hard_b_acc_mse_0p03", "hard_b_acc_mse_0p1", "align_early_none",
+                       "align_early_mse_0p1", "spearman_align_hardb", "first_order_ratio", "cos_emb_none",
+                       "cos_emb_ce", "cos_emb_mse_0p001", "cos_emb_mse_0p003", "cos_emb_mse_0p01",
+                       "cos_emb_mse_0p03", "cos_emb_mse_0p1"],
 }
 SLUGS = list(chapters())
 GLUE_RE = re.compile(r"\{glue:(?:text|md|figure|math)?\}`([A-Za-z_][A-Za-z0-9_]*)")

@@ -1,6 +1,12 @@
-"""Transfer (``chapters/transfer/``): where skills live and how they transfer — skill localization, progressive
-subnetworks, parsing in transformers. No chapter of this part exists yet; its modules go here.
+"""Transfer (``chapters/transfer/``): where skills live and how they transfer -- skill localization, transfer across
+modalities, progressive subnetworks, parsing in transformers, transformers as explicit programs.
 
-Parts use the shared numerics (the shared transformer is :mod:`dltheory.numerics.transformer`) and never import
-another part.
+* :mod:`.modalities`: the two-modality running-sum toy of *From simple to hard, across modalities*
+  (``simple-to-hard.md``; Park et al. 2025): the Mix+ training family with its bridges (none, image-via-text
+  transcription, paired alignment loss), mixes x seeds as replicas trained side by side, gradient alignment on the
+  shared core, and the one-step Taylor check.
+
+A chapter imports the part's modules from here (``from dltheory.transfer import modalities``); each module's docstring
+points back to its chapter and paper. Parts use the shared numerics (the shared transformer is
+:mod:`dltheory.numerics.transformer`) and never import another part.
 """
