@@ -62,6 +62,10 @@ REQUIRED_VALUES = {
                        "align_early_mse_0p1", "spearman_align_hardb", "first_order_ratio", "cos_emb_none",
                        "cos_emb_ce", "cos_emb_mse_0p001", "cos_emb_mse_0p003", "cos_emb_mse_0p01",
                        "cos_emb_mse_0p03", "cos_emb_mse_0p1"],
+    "parsing-pcfg": ["exact_mismatches", "n_exact_strings", "n_exact_mlm_contexts", "io_float_max_err",
+                     "io_autograd_max_err", "ce_unigram", "ce_neighbour", "ce_model", "ce_io", "ce_gap_model_io",
+                     "kl_io_model", "gap_closed_frac", "probe_r2_trained", "probe_r2_random", "probe_r2_position",
+                     "parse_f1_trained", "parse_f1_random", "parse_f1_io"],
 }
 SLUGS = list(chapters())
 GLUE_RE = re.compile(r"\{glue:(?:text|md|figure|math)?\}`([A-Za-z_][A-Za-z0-9_]*)")

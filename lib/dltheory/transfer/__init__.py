@@ -5,6 +5,10 @@ modalities, progressive subnetworks, parsing in transformers, transformers as ex
   (``simple-to-hard.md``; Park et al. 2025): the Mix+ training family with its bridges (none, image-via-text
   transcription, paired alignment loss), mixes x seeds as replicas trained side by side, gradient alignment on the
   shared core, and the one-step Taylor check.
+* :mod:`.pcfg`: *Do transformers parse while predicting the masked word?* (``parsing-pcfg.md``; Zhao et al. 2023):
+  CNF grammars (toy English with agreement and PP attachment, random ambiguous grammars), exact inside-outside over
+  any number type against brute-force derivation trees, batched torch inside with outside by autograd,
+  length-conditioned sampling, n-gram baselines, span probes and CKY parsing.
 
 A chapter imports the part's modules from here (``from dltheory.transfer import modalities``); each module's docstring
 points back to its chapter and paper. Parts use the shared numerics (the shared transformer is
