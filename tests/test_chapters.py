@@ -66,6 +66,10 @@ REQUIRED_VALUES = {
                      "io_autograd_max_err", "ce_unigram", "ce_neighbour", "ce_model", "ce_io", "ce_gap_model_io",
                      "kl_io_model", "gap_closed_frac", "probe_r2_trained", "probe_r2_random", "probe_r2_position",
                      "parse_f1_trained", "parse_f1_random", "parse_f1_io"],
+    "skill-targeted-training": ["grad_share_known", "token_share_known", "profile_mass_on_missing",
+                                "predicted_speedup", "speedup_sel_sgd", "speedup_sel_adam", "acc_uniform_at_40",
+                                "acc_sel_at_40", "acc_uniform_final", "acc_sel_final", "steps_uniform_lrmatched",
+                                "steps_sel", "tabular_closed_form_rel_err"],
 }
 SLUGS = list(chapters())
 GLUE_RE = re.compile(r"\{glue:(?:text|md|figure|math)?\}`([A-Za-z_][A-Za-z0-9_]*)")

@@ -3,7 +3,9 @@
 * :mod:`.distill`, :mod:`.parity`: *Progressive distillation and its implicit curriculum*
   (``progressive-distillation.md``);
 * :mod:`.cel`: *Learning with privileged context* (``context-enhanced-learning.md``);
-* :mod:`.sdzero`: *Self-distillation from binary rewards* (``self-distillation-zero.md``).
+* :mod:`.sdzero`: *Self-distillation from binary rewards* (``self-distillation-zero.md``);
+* :mod:`.skills`: *Teaching the skills a student lacks* (``skill-targeted-training.md``): the missing-skill profile,
+  STAT-Sel / STAT-Syn data, students batched over arms x seeds.
 
 A chapter imports the part's modules from here (``from dltheory.distillation import distill``); each module's docstring
 points back to its chapter and paper. The package imports nothing itself, so a chapter's cache key covers only the
