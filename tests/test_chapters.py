@@ -70,6 +70,12 @@ REQUIRED_VALUES = {
                                 "predicted_speedup", "speedup_sel_sgd", "speedup_sel_adam", "acc_uniform_at_40",
                                 "acc_sel_at_40", "acc_uniform_final", "acc_sel_final", "steps_uniform_lrmatched",
                                 "steps_sel", "tabular_closed_form_rel_err"],
+    "transformers-as-programs": ["tint_forward_err", "tint_backward_err", "tint_descent_err", "tint_sgd_step_err",
+                                 "n_prefix", "n_prefix_naive", "ln_fd_slope", "gelu_fd_slope",
+                                 "stopgrad_cos_small", "stopgrad_cos_unit", "icl_mse_trained", "icl_mse_theory",
+                                 "icl_rel_diff_trained_gd", "icl_eff_step", "template_mismatches",
+                                 "n_template_strings", "beta_min_exact", "counter_mismatches", "eliza_resp_acc",
+                                 "cf_follow_count", "cf_follow_increment", "cf_follow_unedited"],
 }
 SLUGS = list(chapters())
 GLUE_RE = re.compile(r"\{glue:(?:text|md|figure|math)?\}`([A-Za-z_][A-Za-z0-9_]*)")

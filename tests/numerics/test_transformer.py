@@ -455,3 +455,17 @@ def test_forward_errors():
         Transformer.stack([small(), small(d_model=4)])
     with pytest.raises(ValueError, match=r"targets must have shape \(B, T\)"):
         replica_cross_entropy(torch.zeros(2, 3, 4, 5), torch.zeros(3, 5, dtype=torch.long))
+
+
+def test_linear_attention_scores_unnormalized_masked_and_normalized():
+    from dltheory.numerics.transformer import causal_mask, linear_attention_scores
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.rand(2, 5, 3, generator=g, dtype=torch.float64), torch.rand(2, 5, 3, generator=g, dtype=torch.float64)
+    s = linear_attention_scores(q, k)
+    assert torch.allclose(s, torch.einsum("btd,bsd->bts", q, k))
+    m = causal_mask(5)
+    sm = linear_attention_scores(q, k, m)
+    assert torch.equal(sm, linear_attention_scores(q, k, m.double())) and torch.all(sm.triu(1) == 0)
+    a = linear_attention_scores(q, k, m, normalize=True)
+    assert torch.allclose(a.sum(-1), torch.ones(2, 5, dtype=torch.float64)) and torch.all(a >= 0)

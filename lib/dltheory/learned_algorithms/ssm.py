@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from dltheory.numerics.transformer import Transformer, TransformerConfig
+from dltheory.numerics.transformer import Transformer, TransformerConfig, causal_mask, linear_attention_scores
 from dltheory.numerics.validate import check_int, check_positive
 
 KINDS = ("softmax", "linattn", "ssm")
@@ -163,10 +163,7 @@ def linear_attention_weights(phi_q: torch.Tensor, phi_k: torch.Tensor) -> torch.
     (0 above the diagonal): ``(..., T, N)`` twice -> ``(..., T, T)``. Katharopoulos et al. 2020, Eq. 4-6; LoLCATs
     ``quadratic_attention`` (``src/model/linear_attention/linear_attention.py``). Chapter:
     ``chapters/learned-algorithms/attention-to-ssm.md`` (stage 1)."""
-    T = phi_q.shape[-2]
-    s = (phi_q @ phi_k.transpose(-1, -2)).masked_fill(~torch.ones(T, T, dtype=torch.bool,
-                                                                    device=phi_q.device).tril(), 0.0)
-    return s / s.sum(-1, keepdim=True)
+    return linear_attention_scores(phi_q, phi_k, causal_mask(phi_q.shape[-2], phi_q.device), normalize=True)
 
 
 def segsum(log_a: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,8 @@ on ``R``, the device or the dtype; the same seed gives bit-identical weights.
 
 Public API: :class:`TransformerConfig`, :class:`Transformer` (``forward``, ``attention_weights``, ``get_weight``,
 ``set_weights``, ``weight_names``, ``weight_shapes``, ``extract_replica``, ``stack``, ``replica_slices``), and
-the helpers :func:`causal_mask` and :func:`replica_cross_entropy`.
+the helpers :func:`causal_mask`, :func:`linear_attention_scores` (attention without a softmax) and
+:func:`replica_cross_entropy`.
 """
 
 from __future__ import annotations
@@ -161,6 +162,21 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tenso
     i.e. ``j <= i`` (the convention of ``scaled_dot_product_attention``)."""
     check_int("T", T)
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def linear_attention_scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None,
+                            normalize: bool = False) -> torch.Tensor:
+    """Attention scores *without* a softmax: ``S = (q k^T) * mask`` (``q (..., T, d)``, ``k (..., T', d)``, ``mask``
+    a 0/1 or boolean ``(T, T')`` or None), each row divided by its sum when ``normalize`` (causal linear attention,
+    Katharopoulos et al. 2020, Eq. 4-6, with feature maps applied to ``q`` and ``k`` by the caller).
+
+    The book's one linear attention, used by the chapters that need attention without a softmax: the exact TinT
+    modules (``chapters/transfer/transformers-as-programs.md``: unnormalized, as TinT's ``Attention(normalize=False)``)
+    and the linear-attention student (``chapters/learned-algorithms/attention-to-ssm.md``: normalized, causal)."""
+    s = q @ k.transpose(-1, -2)
+    if mask is not None:
+        s = s.masked_fill(~mask, 0.0) if mask.dtype == torch.bool else s * mask
+    return s / s.sum(-1, keepdim=True) if normalize else s
 
 
 def replica_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

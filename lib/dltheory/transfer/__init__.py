@@ -9,6 +9,12 @@ modalities, progressive subnetworks, parsing in transformers, transformers as ex
   CNF grammars (toy English with agreement and PP attachment, random ambiguous grammars), exact inside-outside over
   any number type against brute-force derivation trees, batched torch inside with outside by autograd,
   length-conditioned sampling, n-gram baselines, span probes and CKY parsing.
+* :mod:`.programs`, :mod:`.eliza`: *Transformers as programs* (``transformers-as-programs.md``; Panigrahi et al. 2024,
+  Friedman et al. 2024): TinT's linear forward/backward/descent as attention over prefix tokens (exact with linear
+  attention, second-order in the temperature on the shared softmax transformer), the first-order layer-norm/GeLU
+  backward, the stop-gradient through attention, one-step GD against a trained linear self-attention layer for
+  in-context regression; ELIZA template matching and the cycle counter written into the shared transformer,
+  ELIZA-style conversations, a trained transformer and the cycling counterfactual.
 
 A chapter imports the part's modules from here (``from dltheory.transfer import modalities``); each module's docstring
 points back to its chapter and paper. Parts use the shared numerics (the shared transformer is
