@@ -76,6 +76,12 @@ REQUIRED_VALUES = {
                                  "icl_rel_diff_trained_gd", "icl_eff_step", "template_mismatches",
                                  "n_template_strings", "beta_min_exact", "counter_mismatches", "eliza_resp_acc",
                                  "cf_follow_count", "cf_follow_increment", "cf_follow_unedited"],
+    "progressive-subnetworks": ["gap_slope_scaled", "gap_slope_unscaled", "raptr_max_rel_jump",
+                                "stack_first_rel_jump", "stack_minus_raptr_first_jump", "raptr_flops_ratio",
+                                "raptr_full_loss_at_boundaries_1", "raptr_full_loss_at_boundaries_2",
+                                "raptr_full_loss_at_boundaries_3", "raptr_vs_full_eqflops_final",
+                                "full_final_loss", "full_eqflops_final_loss", "raptr_final_loss",
+                                "stack_final_loss", "predicted_drop_first_order"],
 }
 SLUGS = list(chapters())
 GLUE_RE = re.compile(r"\{glue:(?:text|md|figure|math)?\}`([A-Za-z_][A-Za-z0-9_]*)")

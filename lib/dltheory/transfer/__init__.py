@@ -15,6 +15,10 @@ modalities, progressive subnetworks, parsing in transformers, transformers as ex
   backward, the stop-gradient through attention, one-step GD against a trained linear self-attention layer for
   in-context regression; ELIZA template matching and the cycle counter written into the shared transformer,
   ELIZA-style conversations, a trained transformer and the cycling counterfactual.
+* :mod:`.raptr`: *Progressive subnetworks (RaPTr)* (``progressive-subnetworks.md``; Panigrahi et al. 2024): the
+  expected-path identity and the scale L/p, the transition drop, a batched pre-LN residual MLP whose replicas are the
+  full / equal-FLOPs / RaPTr (three scalings) / stacking / layer-dropping arms, a masked Adam that leaves skipped
+  blocks untouched, and a FLOP ledger.
 
 A chapter imports the part's modules from here (``from dltheory.transfer import modalities``); each module's docstring
 points back to its chapter and paper. Parts use the shared numerics (the shared transformer is
