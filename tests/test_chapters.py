@@ -82,6 +82,12 @@ REQUIRED_VALUES = {
                                 "raptr_full_loss_at_boundaries_3", "raptr_vs_full_eqflops_final",
                                 "full_final_loss", "full_eqflops_final_loss", "raptr_final_loss",
                                 "stack_final_loss", "predicted_drop_first_order"],
+    "skill-localization": ["n_graftable", "active_frac", "active_frac_dense", "rec_movement_ge5_s1pct",
+                           "rec_movement_odd_s1pct", "rec_movement_ge5_s3pct", "rec_movement_odd_s3pct",
+                           "rec_random_ge5_s3pct", "rec_movement_dense_s1pct", "rec_movement_adam_s3pct",
+                           "acc_opt_ge5_s01pct", "opt_size_ge5_s01pct", "acc_movement_at_opt_size_ge5",
+                           "ece_ft_ge5", "ece_graft_ge5_s1pct", "mt_overlap_ge5_ge4", "mt_overlap_ge5_odd",
+                           "mt_acc_ge5_own_graft", "mt_acc_ge5_graft_of_odd", "mask_grad_relerr"],
 }
 SLUGS = list(chapters())
 GLUE_RE = re.compile(r"\{glue:(?:text|md|figure|math)?\}`([A-Za-z_][A-Za-z0-9_]*)")

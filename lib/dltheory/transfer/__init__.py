@@ -1,6 +1,10 @@
 """Transfer (``chapters/transfer/``): where skills live and how they transfer -- skill localization, transfer across
 modalities, progressive subnetworks, parsing in transformers, transformers as explicit programs.
 
+* :mod:`.grafting`: *Skill localization by grafting* (``skill-localization.md``; Panigrahi et al. 2023): the graft,
+  movement / random / path-integrated first-order grafts, the reference's sigmoid-relaxed mask and its hand-computed
+  gradient, a sparse-activation MLP pretrained on digits and fine-tuned through frozen label-word logits, with
+  replicas batched side by side.
 * :mod:`.modalities`: the two-modality running-sum toy of *From simple to hard, across modalities*
   (``simple-to-hard.md``; Park et al. 2025): the Mix+ training family with its bridges (none, image-via-text
   transcription, paired alignment loss), mixes x seeds as replicas trained side by side, gradient alignment on the
