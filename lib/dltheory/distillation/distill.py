@@ -36,7 +36,8 @@ from dltheory.numerics.validate import check_int, check_positive, check_seeds
 
 @dataclass
 class MLP:
-    """A batch of one-hidden-layer ReLU MLPs ``x -> W2 relu(W1 x + b1) + b2``, one per seed.
+    """A batch of one-hidden-layer ReLU MLPs ``x -> W2 relu(W1 x + b1) + b2``, one per seed (also the students of
+    :mod:`.skills`, one per arm and seed).
 
     Shapes: ``W1 (S, m, n)``, ``b1 (S, m)``, ``W2 (S, c, m)``, ``b2 (S, c)``."""
 
@@ -51,6 +52,15 @@ class MLP:
     @property
     def num_seeds(self) -> int:
         return self.W1.shape[0]
+
+    @property
+    def num_replicas(self) -> int:
+        """The number of MLPs side by side (seeds, or arms x seeds as in :mod:`.skills`)."""
+        return self.W1.shape[0]
+
+    def repeat(self, times: int) -> MLP:
+        """``times`` copies of every MLP, laid out copy-major (MLP ``c * R + r``), sharing nothing with ``self``."""
+        return MLP(*(t.detach().repeat(times, *([1] * (t.dim() - 1))).clone() for t in self.tensors()))
 
     @property
     def width(self) -> int:

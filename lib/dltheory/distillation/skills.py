@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dltheory.distillation.distill import MLP
 from dltheory.numerics.optimizers import adam_init, adam_update, sgd_init, sgd_update
 from dltheory.numerics.validate import check_int, check_nonnegative, check_positive, check_seeds
 
@@ -236,26 +237,10 @@ def token_shares(skills: torch.Tensor, weights: torch.Tensor | None, num_skills:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Student:
-    """``R`` one-hidden-layer ReLU MLPs side by side: ``W1 (R, H, d + V)``, ``b1 (R, H)``, ``W2 (R, V, H)``,
-    ``b2 (R, V)``. Replica ``r`` belongs to seed ``r % S`` of its world."""
-
-    W1: torch.Tensor
-    b1: torch.Tensor
-    W2: torch.Tensor
-    b2: torch.Tensor
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [self.W1, self.b1, self.W2, self.b2]
-
-    @property
-    def num_replicas(self) -> int:
-        return self.W1.shape[0]
-
-    def repeat(self, times: int) -> Student:
-        """``times`` copies of every replica, laid out copy-major (replica ``c * R + r``)."""
-        return Student(*(t.detach().repeat(times, *([1] * (t.dim() - 1))).clone() for t in self.tensors()))
+#: ``R`` one-hidden-layer ReLU MLPs side by side, ``W1 (R, H, d + V)``, ``b1 (R, H)``, ``W2 (R, V, H)``,
+#: ``b2 (R, V)``: the distillation part's batched MLP (:class:`.distill.MLP`). Replica ``r`` belongs to seed
+#: ``r % S`` of its world.
+Student = MLP
 
 
 def init_student(world: World, width: int) -> Student:
