@@ -88,6 +88,9 @@ REQUIRED_VALUES = {
                            "acc_opt_ge5_s01pct", "opt_size_ge5_s01pct", "acc_movement_at_opt_size_ge5",
                            "ece_ft_ge5", "ece_graft_ge5_s1pct", "mt_overlap_ge5_ge4", "mt_overlap_ge5_odd",
                            "mt_acc_ge5_own_graft", "mt_acc_ge5_graft_of_odd", "mask_grad_relerr"],
+    "teacher-selection": ["grace_spearman", "teacher_acc_spearman", "student_loss_spearman", "grad_norm_spearman",
+                          "sampled_acc_spearman", "grace_regret", "teacher_acc_regret", "perfect_teacher_gap",
+                          "kl_mc_rel_err", "n_teachers", "proj_dim", "grace_prompts"],
 }
 SLUGS = list(chapters())
 GLUE_RE = re.compile(r"\{glue:(?:text|md|figure|math)?\}`([A-Za-z_][A-Za-z0-9_]*)")

@@ -4,6 +4,9 @@
   (``progressive-distillation.md``);
 * :mod:`.cel`: *Learning with privileged context* (``context-enhanced-learning.md``);
 * :mod:`.sdzero`: *Self-distillation from binary rewards* (``self-distillation-zero.md``);
+* :mod:`.grace`: *In good GRACEs: which teacher?* (``teacher-selection.md``): the GRACE score (projected per-example
+  student gradients, splits by prompt, smoothed second moment, tr(K~^-1 K_out)), a toy of teachers with parity
+  knowledge, systematic error and temperature, and the student distilled from every teacher side by side;
 * :mod:`.skills`: *Teaching the skills a student lacks* (``skill-targeted-training.md``): the missing-skill profile,
   STAT-Sel / STAT-Syn data, students batched over arms x seeds.
 
