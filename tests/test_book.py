@@ -156,11 +156,12 @@ def test_an_unchanged_book_is_not_rendered_again(rendered_book, capsys):
 
 
 @pytest.fixture(scope="module")
-def book_pdf(rendered_book):
-    """``make pdf`` on the rendered book: the whole book and one PDF per chapter (printed by headless chromium)."""
+def book_pdf(rendered_book, browser):
+    """``make pdf`` on the rendered book: the whole book and one PDF per chapter (printed by headless chromium; the
+    browser tests' own instance, since one thread runs one playwright)."""
     from dltheory.machinery.pdf import build_pdf
 
-    return build_pdf()
+    return build_pdf(browser=browser)
 
 
 @pytest.mark.book
@@ -174,7 +175,8 @@ def test_pdf_of_the_book(book_pdf, rendered_book):
     reader = PdfReader(str(book_pdf))
     n_pages = len(reader.pages)
     assert 2 * len(PAGES) <= n_pages <= 40 * len(PAGES), f"{n_pages} pages for {len(PAGES)} HTML pages"
-    text = re.sub(r"\s+", " ", "\n".join(p.extract_text() for p in reader.pages))
+    quotes = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})  # Sphinx's smart quotes
+    text = re.sub(r"\s+", " ", "\n".join(p.extract_text() for p in reader.pages)).translate(quotes)
     for delim in ("\\(", "\\[", "$$"):
         assert delim not in text, f"raw TeX delimiter {delim!r} in the PDF: MathJax did not typeset before printing"
     from dltheory.machinery.runner import chapter_title

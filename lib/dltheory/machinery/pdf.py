@@ -91,10 +91,10 @@ def _print(browser, html_file: Path, pdf_file: Path) -> None:
         ctx.close()
 
 
-def build_pdf(out: Path | None = None, root: Path | None = None, echo=print) -> Path:
+def build_pdf(out: Path | None = None, root: Path | None = None, echo=print, browser=None) -> Path:
     """Print every page of the rendered book (``<out>/html``) to PDF, merge them into the book's PDF, copy the PDFs
-    into the HTML and link them. Returns the book PDF's path."""
-    from playwright.sync_api import sync_playwright
+    into the HTML and link them. Returns the book PDF's path. ``browser``: an already launched playwright
+    chromium to print with (the browser tests pass theirs; one playwright per thread); by default one is started."""
     from pypdf import PdfReader, PdfWriter
 
     root = root or repo_root()
@@ -109,14 +109,22 @@ def build_pdf(out: Path | None = None, root: Path | None = None, echo=print) -> 
     shutil.rmtree(work, ignore_errors=True)
     (work / "pages").mkdir(parents=True)
     (work / "chapters").mkdir()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
-        try:
-            for i, (doc, _title, f) in enumerate(todo):
-                _print(browser, f, work / "pages" / f"{i:03d}.pdf")
-                echo(f"[{i + 1}/{len(todo)}] printed {doc}")
-        finally:
-            browser.close()
+    def print_all(b) -> None:
+        for i, (doc, _title, f) in enumerate(todo):
+            _print(b, f, work / "pages" / f"{i:03d}.pdf")
+            echo(f"[{i + 1}/{len(todo)}] printed {doc}")
+
+    if browser is not None:
+        print_all(browser)
+    else:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
+            try:
+                print_all(b)
+            finally:
+                b.close()
     writer = PdfWriter()
     for i, (doc, title, _f) in enumerate(todo):
         part = work / "pages" / f"{i:03d}.pdf"
