@@ -51,7 +51,7 @@ def test_student_notebooks_execute_at_smoke(tmp_path, monkeypatch):
 
     def execute(p):
         pm.execute_notebook(str(p), str(tmp_path / f"{p.stem}.out.ipynb"), parameters={"size": "smoke"},
-                            kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+                            kernel_name="python3", cwd=str(p.parent), progress_bar=False)  # otter reads its file
         return p.stem
 
     with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
