@@ -107,11 +107,13 @@ def _keys(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("module,expected", [
-    ("distillation/parity.py", {"progressive-distillation"}),
+    ("distillation/parity.py", {"progressive-distillation", "teacher-selection", "skill-targeted-training"}),
     ("overparametrization/languages.py", {"rnn-learning"}),
     ("numerics/curvature.py", {"edge-of-stability"}),
     ("learned_algorithms/es.py", {"learned-optimizers"}),
-    ("transfer/__init__.py", set()),
+    ("transfer/__init__.py", {"skill-localization", "simple-to-hard", "parsing-pcfg", "transformers-as-programs",
+                              "progressive-subnetworks"}),
+    ("transfer/raptr.py", {"progressive-subnetworks"}),
     ("machinery/runner.py", set()),
     ("machinery/build.py", set()),
 ])
