@@ -8,27 +8,18 @@ downloads are there, the page is usable at phone width. Screenshots at 390 px an
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 
+from dltheory.machinery.pdf import CHROMIUM_FLAGS, chromium_path, open_offline
 from dltheory.machinery.runner import chapters, toc_files
 
 from .conftest import ARTIFACTS, ROOT
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage"]
 PAGES = [f for f in toc_files(ROOT)]
 CHAPTER_PAGES = [src.relative_to(ROOT).with_suffix("").as_posix() for src in chapters(ROOT).values()]
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "Debian chromium is required for the browser tests: apt-get install -y chromium (.ci/run does it)"
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -36,30 +27,13 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS, headless=True)
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
         yield b
         b.close()
 
 
 def _open(browser, html: Path, page_name: str, width: int = 1280):
-    ctx = browser.new_context(viewport={"width": width, "height": 900})
-    page = ctx.new_page()
-    external = []
-
-    def route(r):
-        url = r.request.url
-        if url.startswith(("file://", "data:", "blob:")):
-            r.continue_()
-        else:
-            external.append(url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.goto((html / f"{page_name}.html").as_uri())
-    page.wait_for_load_state("load")
-    page.wait_for_function("() => !window.MathJax || !MathJax.startup || MathJax.startup.promise !== undefined")
-    page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
-    return ctx, page, external
+    return open_offline(browser, html / f"{page_name}.html", width=width)
 
 
 @pytest.mark.book

@@ -26,6 +26,7 @@ from dltheory.machinery.paths import build_dir, repo_root
 from dltheory.machinery.pdf import placeholder as pdf_placeholder
 from dltheory.machinery.runner import chapters, output_paths, toc_files
 from dltheory.machinery.student import build_student
+from dltheory.machinery.tools import tool
 
 TABLE_MARKER = "<!-- chapter-table -->"
 
@@ -205,8 +206,7 @@ def build_html(out: Path | None = None, force: bool = False) -> int:
     if up_to_date and not force:
         print(f"HTML book is up to date (sources unchanged): {out / 'html' / 'index.html'}")
         return 0
-    jb = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(src), "--path-output", str(src),
+    cmd = [tool("jupyter-book"), "build", str(src), "--path-output", str(src),
            "--builder", "html", "-W", "-n", "--keep-going"]
     print("$", " ".join(cmd), flush=True)
     rc = subprocess.call(cmd)

@@ -63,22 +63,32 @@ def pages(root: Path, html: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
-def _print(browser, html_file: Path, pdf_file: Path) -> None:
-    ctx = browser.new_context()
+def open_offline(browser, html_file: Path, width: int | None = None):
+    """Open ``html_file`` in a new context of ``browser`` with every request off the machine refused, and wait
+    until the vendored MathJax has typeset the page. Returns ``(context, page, refused_urls)``; close the context.
+    Used to print the PDF and by the browser tests."""
+    ctx = browser.new_context(**({"viewport": {"width": width, "height": 900}} if width else {}))
     page = ctx.new_page()
+    refused: list[str] = []
 
     def route(r):  # nothing leaves the machine
         if r.request.url.startswith(("file://", "data:", "blob:")):
             r.continue_()
         else:
+            refused.append(r.request.url)
             r.abort()
 
+    page.route("**/*", route)
+    page.goto(html_file.as_uri())
+    page.wait_for_load_state("load")
+    page.wait_for_function("() => !window.MathJax || !MathJax.startup || MathJax.startup.promise !== undefined")
+    page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+    return ctx, page, refused
+
+
+def _print(browser, html_file: Path, pdf_file: Path) -> None:
+    ctx, page, _ = open_offline(browser, html_file)
     try:
-        page.route("**/*", route)
-        page.goto(html_file.as_uri())
-        page.wait_for_load_state("load")
-        page.wait_for_function("() => !window.MathJax || !MathJax.startup || MathJax.startup.promise !== undefined")
-        page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
         # code cells hidden behind a toggle are printed open: a PDF has no buttons
         page.evaluate("() => document.querySelectorAll('details').forEach(d => { if (!d.closest('.solution'))"
                       " d.open = true; })")

@@ -26,12 +26,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from dltheory.machinery.paths import build_dir
 from dltheory.machinery.runner import chapters
+from dltheory.machinery.tools import tool
 
 _GLUE_RE = re.compile(r"\{glue:(?:text|md)?\}`([A-Za-z_][A-Za-z0-9_]*)(?::[^`]*)?`")
 
@@ -61,6 +61,10 @@ def _strip_solutions(text: str, in_solution: bool) -> tuple[str, bool]:
     return re.sub(r"\n{3,}", "\n\n", "".join(out)).strip("\n"), in_solution
 
 
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
 def student_notebook(md: Path, keep_exercises: bool = False):
     """The student edition of one chapter (a ``NotebookNode``): cells tagged ``check`` and everything from a
     ``{solution-start}`` to its ``{solution-end}`` removed, glue roles replaced by a hint, outputs cleared.
@@ -79,7 +83,7 @@ def student_notebook(md: Path, keep_exercises: bool = False):
             cell.source = kept
         elif in_solution:
             continue
-        tags = cell.get("metadata", {}).get("tags", [])
+        tags = _tags(cell)
         if "check" in tags:
             continue
         if ("answer" in tags or "autocheck" in tags) and not keep_exercises:
@@ -104,10 +108,6 @@ def student_notebook(md: Path, keep_exercises: bool = False):
 ANSWER_RE = re.compile(r"^# answer: ([a-z0-9][a-z0-9-]*)\s*$", re.M)
 CHECKS_RE = re.compile(r"^# checks: ([a-z0-9][a-z0-9-]*)\s*$", re.M)
 _SOLUTION_MARK_RE = re.compile(r"#\s*(SOLUTION|BEGIN SOLUTION)\b")
-
-
-def _tags(cell) -> list[str]:
-    return list(cell.get("metadata", {}).get("tags", []))
 
 
 def questions(md: Path) -> dict[str, dict]:
@@ -212,8 +212,7 @@ def _otter_assign(master, slug: str, dest: Path) -> tuple[object, Path]:
     with tempfile.TemporaryDirectory(prefix=f"otter-{slug}-") as tmp:
         tmp = Path(tmp)
         nbformat.write(master, tmp / f"{slug}.ipynb")
-        otter = Path(sys.executable).with_name("otter")
-        cmd = [str(otter) if otter.exists() else "otter", "assign", str(tmp / f"{slug}.ipynb"), str(tmp / "dist")]
+        cmd = [tool("otter"), "assign", str(tmp / f"{slug}.ipynb"), str(tmp / "dist")]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
         if res.returncode != 0:
             raise RuntimeError(f"otter assign failed for {slug}:\n{res.stdout}\n{res.stderr}")
@@ -311,7 +310,6 @@ def grade(submissions: Path, out: Path | None = None, echo=print) -> Path:
     notebooks = sorted(p for p in submissions.glob("*.ipynb") if not p.name.startswith("."))
     if not notebooks:
         raise FileNotFoundError(f"no .ipynb in {submissions}: put the students' notebooks there")
-    otter = Path(sys.executable).with_name("otter")
     rows = []
     for nb_path in notebooks:
         meta = nbformat.read(nb_path, as_version=4).metadata
@@ -321,7 +319,7 @@ def grade(submissions: Path, out: Path | None = None, echo=print) -> Path:
             raise FileNotFoundError(f"{nb_path.name}: no autograder for chapter {slug!r} ({zip_path}); run "
                                     "`python -m dltheory student` (make student) first")
         with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-            cmd = [str(otter) if otter.exists() else "otter", "run", "--no-logo", "-a", str(zip_path), "-o", tmp,
+            cmd = [tool("otter"), "run", "--no-logo", "-a", str(zip_path), "-o", tmp,
                    str(nb_path)]
             res = subprocess.run(cmd, capture_output=True, text=True)
             result_file = Path(tmp) / "results.json"
