@@ -5,9 +5,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import re
+import subprocess
+import sys
 
 import nbformat
-import papermill as pm
 import pytest
 
 from dltheory.machinery.runner import chapters
@@ -50,8 +51,12 @@ def test_student_notebooks_execute_at_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("DLTHEORY_RESULTS_DIR", str(tmp_path / "results"))
 
     def execute(p):
-        pm.execute_notebook(str(p), str(tmp_path / f"{p.stem}.out.ipynb"), parameters={"size": "smoke"},
-                            kernel_name="python3", cwd=str(p.parent), progress_bar=False)  # otter reads its file
+        # One papermill process per notebook, started in the notebook's folder: otter.Notebook reads its own file by
+        # a relative name, and papermill's ``cwd=`` is a process-wide chdir that races between threads.
+        out = tmp_path / f"{p.stem}.out.ipynb"
+        res = subprocess.run([sys.executable, "-m", "papermill", p.name, str(out), "-p", "size", "smoke",
+                              "-k", "python3", "--no-progress-bar"], cwd=p.parent, capture_output=True, text=True)
+        assert res.returncode == 0, f"{p.stem}: {res.stderr[-3000:]}"
         return p.stem
 
     with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
