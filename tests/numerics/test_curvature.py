@@ -13,6 +13,7 @@ from dltheory.numerics.curvature import (
     full_grad,
     full_loss,
     hvp,
+    hvp_forward_difference,
     hvp_forward_over_reverse,
     lanczos,
 )
@@ -44,6 +45,29 @@ def test_hvp_matches_dense_hessian(tiny):
     v = torch.randn(theta.shape, dtype=torch.float64, generator=g)
     assert torch.allclose(hvp(loss_fn, theta, X, Y, v, chunk=11), H @ v, atol=1e-10)
     assert torch.allclose(hvp_forward_over_reverse(loss_fn, theta, X, Y, v), H @ v, atol=1e-10)
+
+
+def test_forward_difference_hvp_matches_double_backward(tiny):
+    loss_fn, theta, X, Y, g = tiny
+    v = torch.randn(theta.shape, dtype=torch.float64, generator=g)
+    exact = hvp(loss_fn, theta, X, Y, v)
+    base = full_grad(loss_fn, theta, X, Y)[1]
+    for approx in (hvp_forward_difference(loss_fn, theta, X, Y, v, grad=base),
+                   hvp_forward_difference(loss_fn, theta, X, Y, v, chunk=13)):
+        assert float((approx - exact).norm() / exact.norm()) < 1e-6
+    assert torch.equal(hvp_forward_difference(loss_fn, theta, X, Y, torch.zeros_like(theta)), torch.zeros_like(theta))
+
+
+def test_forward_difference_hvp_rejects_bad_input(tiny):
+    loss_fn, theta, X, Y, _ = tiny
+    with pytest.raises(ValueError, match="float64"):
+        hvp_forward_difference(loss_fn, theta.float(), X.float(), Y.float(), torch.ones_like(theta).float())
+    with pytest.raises(ValueError, match="eps must be positive"):
+        hvp_forward_difference(loss_fn, theta, X, Y, torch.ones_like(theta), eps=0.0)
+    with pytest.raises(ValueError, match="grad has shape"):
+        hvp_forward_difference(loss_fn, theta, X, Y, torch.ones_like(theta), grad=torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="v has shape"):
+        hvp_forward_difference(loss_fn, theta, X, Y, torch.ones(3, dtype=torch.float64))
 
 
 def test_gradcheck_of_the_gradient_validates_double_backward(tiny):
@@ -105,3 +129,16 @@ def test_bad_inputs(tiny):
         lanczos(lambda v: v, torch.ones(3), k=0)
     with pytest.raises(ValueError, match="tiny networks"):
         dense_hessian(loss_fn, torch.zeros(6000), X, Y)
+
+
+def test_lanczos_history_is_the_top_ritz_value_per_step(tiny):
+    loss_fn, theta, X, Y, g = tiny
+    v0 = torch.randn(theta.shape, dtype=torch.float64, generator=g)
+    mv = lambda v: hvp(loss_fn, theta, X, Y, v)  # noqa: E731
+    full = lanczos(mv, v0, k=1, max_iter=12, tol=1e-15, min_iter=12, history=True)
+    assert len(full.history) == full.matvecs == 12
+    assert all(b >= a - 1e-12 for a, b in zip(full.history, full.history[1:]))  # Ritz values rise monotonically
+    for m in (3, 7):
+        assert lanczos(mv, v0, k=1, max_iter=m, tol=1e-15, min_iter=m).values[0].item() == pytest.approx(
+            full.history[m - 1], rel=1e-12)
+    assert lanczos(mv, v0, k=1, max_iter=5).history is None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dltheory.numerics.curvature import SharpnessTracker, full_grad, hvp
+from dltheory.numerics.curvature import SharpnessTracker, full_grad, hvp_forward_difference
 
 MODES = ("gd", "normalized", "sqrt")
 
@@ -54,7 +54,9 @@ def train(theta0: torch.Tensor, loss_fn, X: torch.Tensor, Y: torch.Tensor, eta: 
 
     ``mode``: ``gd`` (plain GD on ``L``), ``normalized`` (``theta -= eta g/||g||``), ``sqrt`` (GD on ``sqrt(L)``). Every
     ``eval_every`` steps the sharpness of the *objective being descended* is measured with a warm-started
-    :class:`~dltheory.numerics.curvature.SharpnessTracker` (for ``sqrt``, that is ``lambda_1(nabla^2 sqrt L)``). Stops
+    :class:`~dltheory.numerics.curvature.SharpnessTracker` (for ``sqrt``, that is ``lambda_1(nabla^2 sqrt L)``), whose
+    Hessian-vector products are forward differences of gradients around the step's own gradient (one gradient each;
+    :func:`~dltheory.numerics.curvature.hvp_forward_difference`). Stops
     early (``history.diverged``) if the loss becomes non-finite or explodes.
     """
     if mode not in MODES:
@@ -81,7 +83,8 @@ def train(theta0: torch.Tensor, loss_fn, X: torch.Tensor, Y: torch.Tensor, eta: 
         hist.loss.append(loss)
         if t % eval_every == 0:
             th = theta
-            lam = tracker(lambda v, th=th: hvp(objective, th, X, Y, v, chunk), theta)
+            lam = tracker(lambda v, th=th, g=g: hvp_forward_difference(objective, th, X, Y, v, grad=g, chunk=chunk),
+                          theta)
             hist.steps.append(t)
             hist.sharpness.append(lam)
             hist.grad_norm_at.append(float(g.norm()))
