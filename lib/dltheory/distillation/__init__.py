@@ -2,6 +2,9 @@
 
 * :mod:`.distill`, :mod:`.parity`: *Progressive distillation and its implicit curriculum*
   (``progressive-distillation.md``);
+* :mod:`.gpt_distill`: its transformer variant: parity as bit tokens for the shared GPT-2-style transformer, a
+  many-head teacher and its checkpoints, cross-entropy and progressive students side by side as replicas, the
+  reference's warm-up + cosine Adam schedule;
 * :mod:`.cel`: *Learning with privileged context* (``context-enhanced-learning.md``);
 * :mod:`.sdzero`: *Self-distillation from binary rewards* (``self-distillation-zero.md``);
 * :mod:`.grace`: *In good GRACEs: which teacher?* (``teacher-selection.md``): the GRACE score (projected per-example
