@@ -234,7 +234,7 @@ def test_config_validation():
         lopt.LOptConfig(mom_decays=(0.9,))
     with pytest.raises(ValueError, match="decays must lie in"):
         lopt.LOptConfig(rms_decay=1.0)
-    with pytest.raises(ValueError, match="theta must have 177 entries"):
+    with pytest.raises(ValueError, match="theta must have 177 MLP entries"):
         lopt.mlp_direction(torch.zeros(1, 5), torch.zeros(1, 3, 11), CFG)
 
 
@@ -286,3 +286,148 @@ def test_meta_train_validation():
         lopt.train_population(_tiny_task(), torch.zeros(1, 45), "sgd", 3, 0.1, torch.Generator())
     with pytest.raises(ValueError, match="rule 'lopt' needs lr_peak"):
         lopt.evaluate(_tiny_task(), "lopt", torch.zeros(1, 177), 3, 1, 0, cfg=CFG)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the Celo2 recipe: learned step multiplier, Adam on biases, warm start, raw (unnormalized) output, replicas
+# ---------------------------------------------------------------------------------------------------------
+
+CELO2 = lopt.LOptConfig(learn_lr=True, bias_adam_mult=10.0)
+
+
+def _probe(seed=0, dtype=torch.float64):
+    spec = tasks.TaskSpec("probe", 5, (7,), 3, "tanh", 16)
+    X, y = _data(spec, 32, seed, dtype)
+    lay = tasks.layout(spec)
+    g = torch.Generator().manual_seed(seed)
+    p = tasks.init_params(spec, 2, g, dtype=dtype) + 0.1 * torch.randn(2, lay.n_params, generator=g, dtype=dtype)
+    grad = tasks.loss_and_grad(spec, p, X, y, lay=lay)[1]
+    return spec, lay, p, grad
+
+
+def test_learned_multiplier_and_meta_param_count():
+    assert lopt.n_meta_params(CELO2) == lopt.n_mlp_params(CELO2) + 1 == 178
+    th = lopt.init_meta_params(CELO2, torch.Generator().manual_seed(0))
+    assert th.shape == (178,) and float(th[-1]) == 0.0
+    torch.testing.assert_close(lopt.lr_multiplier(th, CELO2), torch.tensor(1.0))
+    th2 = th.clone()
+    th2[-1] = math.log(3.0)
+    torch.testing.assert_close(lopt.lr_multiplier(th2, CELO2), torch.tensor(3.0))
+    assert float(lopt.lr_multiplier(torch.zeros(177), CFG)) == 1.0
+    with pytest.raises(ValueError, match="178 entries per row"):
+        lopt.lr_multiplier(torch.zeros(177), CELO2)
+
+
+def test_update_rms_is_the_learned_step_and_biases_follow_adam():
+    _, lay, p, grad = _probe()
+    th = lopt.init_meta_params(CELO2, torch.Generator().manual_seed(1), dtype=torch.float64)
+    th[-1] = math.log(2.0)
+    state0 = lopt.LOptState.zeros(p, CELO2)
+    upd, state = lopt.lopt_update(th, p, grad, state0, 0.01, lay, CELO2)
+    rms = lopt.per_tensor_rms(upd, lay)
+    weights = [i for i, s in enumerate(lay.shapes) if len(s) == 2]
+    torch.testing.assert_close(rms[:, weights], torch.full_like(rms[:, weights], 0.02), rtol=1e-6, atol=0)
+    adam = state.m[..., 0] / (state.v.sqrt() + 1e-8)
+    torch.testing.assert_close(upd[:, lay.is_bias], (0.02 * 10.0 * adam)[:, lay.is_bias])
+    p_new, _ = lopt.lopt_step(th, p, grad, state0, 0.01, lay, CELO2)
+    torch.testing.assert_close(p_new, p - upd)
+
+
+def test_warm_start_is_normalized_adam():
+    _, lay, p, grad = _probe()
+    for cfg in (CFG, CELO2):
+        th = lopt.feature_meta_params(cfg, dtype=torch.float64)
+        assert th.shape == (lopt.n_meta_params(cfg),)
+        d = lopt.direction_from_history(th, p, [grad, 0.5 * grad], lay, cfg)
+        state = lopt.LOptState.zeros(p, cfg)
+        for g in (grad, 0.5 * grad):
+            state = lopt.update_accumulators(g, state, cfg)
+        x = state.m[..., 0] * torch.rsqrt(state.v + cfg.eps)
+        ref = lopt.normalize_per_tensor(lopt.normalize_per_tensor(x, lay.segment, lay.counts), lay.segment,
+                                        lay.counts)
+        if cfg.bias_adam_mult > 0:
+            ref = torch.where(lay.is_bias, cfg.bias_adam_mult * state.m[..., 0] / (state.v.sqrt() + 1e-8), ref)
+        torch.testing.assert_close(d, ref)
+    with pytest.raises(ValueError, match="feature must be one of"):
+        lopt.feature_meta_params(CFG, "adam")
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        lopt.feature_meta_params(lopt.LOptConfig(layers=0))
+
+
+def test_raw_output_drops_only_the_output_normalizer():
+    _, lay, p, grad = _probe()
+    raw_cfg = lopt.LOptConfig(normalize_output=False)
+    th = lopt.init_meta_params(CFG, torch.Generator().manual_seed(2), dtype=torch.float64)
+    state = lopt.update_accumulators(grad, lopt.LOptState.zeros(p, CFG), CFG)
+    feats = lopt.normalize_per_tensor(lopt.raw_features(p, grad, state, CFG), lay.segment, lay.counts)
+    raw = lopt.mlp_direction(th, feats, CFG)
+    torch.testing.assert_close(lopt.lopt_direction(th, p, grad, state, lay, raw_cfg), raw)
+    norm = lopt.lopt_direction(th, p, grad, state, lay, CFG)
+    torch.testing.assert_close(norm, lopt.normalize_per_tensor(raw, lay.segment, lay.counts))
+    mixed = lopt.lopt_direction(th, p, grad, state, lay, CFG, out_norm=torch.tensor([True, False]))
+    torch.testing.assert_close(mixed, torch.stack([norm[0], raw[1]]))
+    # the warm start's raw output already has unit RMS per tensor: with and without the normalizer it agrees
+    tw = lopt.feature_meta_params(CFG, dtype=torch.float64)
+    torch.testing.assert_close(lopt.lopt_direction(tw, p, grad, state, lay, raw_cfg),
+                               lopt.lopt_direction(tw, p, grad, state, lay, CFG))
+
+
+def test_config_validation_of_the_recipe():
+    with pytest.raises(ValueError, match="bias_adam_mult must be >= 0"):
+        lopt.LOptConfig(bias_adam_mult=-1.0)
+    with pytest.raises(ValueError, match="keep those decays"):
+        lopt.LOptConfig(bias_adam_mult=1.0, rms_decay=0.99)
+    with pytest.raises(ValueError, match="learn_lr must be True or False"):
+        lopt.LOptConfig(learn_lr=1)
+
+
+def test_track_update_rms_and_out_norm_in_evaluate():
+    task = _tiny_task()
+    th = torch.stack([lopt.feature_meta_params(CELO2), lopt.init_meta_params(CELO2, torch.Generator().manual_seed(0))])
+    c = lopt.evaluate(task, "lopt", th, 12, 2, seed=0, cfg=CELO2, lr_peak=0.01,
+                      out_norm=torch.tensor([True, False]), track_update_rms=True)
+    assert c.update_rms_min.shape == (4, 12) and c.update_rms_max.shape == (4, 12)
+    torch.testing.assert_close(c.update_rms_min[:2], torch.ones(2, 12), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(c.update_rms_max[:2], torch.ones(2, 12), rtol=1e-4, atol=1e-4)
+    assert float((c.update_rms_max[2:] - 1).abs().max()) > 1e-3  # a random raw rule's RMS is not the step
+    with pytest.raises(ValueError, match="one flag per setting"):
+        lopt.evaluate(task, "lopt", th, 3, 1, 0, cfg=CELO2, lr_peak=0.01, out_norm=torch.tensor([True]))
+
+
+def test_meta_train_replicas_are_paired_and_deterministic():
+    kw = dict(cfg=CELO2, n_iters=4, n_pairs=2, trunc_len=2, episode_len=(2, 6), sigma=0.05, outer_lr=0.01,
+              lr_peak=0.01, batch_size=16, theta0=lopt.feature_meta_params(CELO2), scale_level="tensor")
+    a = lopt.meta_train(seed=(3, 4, 3), out_norm=(True, True, True), **kw)
+    b = lopt.meta_train(seed=(3, 4, 3), out_norm=(True, True, True), **kw)
+    assert len(a) == 3 and all(torch.equal(x.theta, y.theta) for x, y in zip(a, b))
+    assert torch.equal(a[0].theta, a[2].theta)  # same meta-seed, same flag: the same run
+    assert not torch.equal(a[0].theta, a[1].theta)  # another meta-seed
+    assert a[0].tasks_seen == a[1].tasks_seen and sum(a[0].episode_iters) >= 4
+    single = lopt.meta_train(seed=3, **kw)
+    assert torch.equal(single.theta, a[0].theta)  # a replica is the same run as alone
+    r = lopt.meta_train(seed=(3, 3), out_norm=(True, False), **kw)
+    assert not torch.equal(r[0].theta, r[1].theta)  # differs only by the output normalizer
+
+
+def test_meta_train_replica_validation():
+    kw = dict(n_iters=1, n_pairs=1, trunc_len=2, sigma=0.1, outer_lr=0.01, lr_peak=0.01)
+    with pytest.raises(ValueError, match="one per meta-seed"):
+        lopt.meta_train(CFG, episode_len=4, seed=(0, 1), out_norm=(True,), **kw)
+    with pytest.raises(ValueError, match="range"):
+        lopt.meta_train(CFG, episode_len=(5, 2), seed=0, **kw)
+    with pytest.raises(ValueError, match="scale_level must be"):
+        lopt.meta_train(CFG, episode_len=4, seed=0, scale_level="parameter", **kw)
+    with pytest.raises(ValueError, match="theta0 must have 177"):
+        lopt.meta_train(CFG, episode_len=4, seed=0, theta0=torch.zeros(178), **kw)
+    with pytest.raises(ValueError, match="non-empty tuple"):
+        lopt.meta_train(CFG, episode_len=4, seed=(), **kw)
+
+
+def test_sliced_normalizer_matches_a_scatter_reference_and_checks_its_input():
+    lay = tasks.layout(tasks.TaskSpec("t", 6, (5, 4), 3))
+    x = torch.randn(3, lay.n_params, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sums = torch.zeros(3, lay.n_tensors, 2, dtype=torch.float64).index_add_(1, lay.segment, x * x)
+    ref = x * torch.rsqrt(sums / lay.counts.double()[None, :, None] + 1e-9).index_select(1, lay.segment)
+    torch.testing.assert_close(lopt.normalize_per_tensor(x, lay.segment, lay.counts), ref)
+    with pytest.raises(ValueError, match="must cover"):
+        lopt.normalize_per_tensor(x[:, :-1], lay.segment, lay.counts)

@@ -85,7 +85,8 @@ class Layout:
 
     ``shapes[i]`` is the shape of tensor ``i`` (weights ``(d_in, d_out)`` then bias ``(d_out,)`` per layer),
     ``offsets[i]`` its start; ``segment`` maps every flat entry to its tensor index (used by the per-tensor
-    normalization of :mod:`dltheory.learned_algorithms.lopt`) and ``counts`` holds each tensor's number of entries.
+    normalization of :mod:`dltheory.learned_algorithms.lopt`), ``counts`` holds each tensor's number of entries
+    and ``is_bias`` marks the entries of 1-D tensors (Celo2 updates those with Adam).
     """
 
     shapes: tuple[tuple[int, ...], ...]
@@ -93,6 +94,7 @@ class Layout:
     n_params: int
     segment: torch.Tensor
     counts: torch.Tensor
+    is_bias: torch.Tensor  # (n_params,) bool: the entry belongs to a 1-D (bias) tensor
 
     @property
     def n_tensors(self) -> int:
@@ -110,7 +112,8 @@ def layout(spec: TaskSpec, device=None) -> Layout:
             off += math.prod(shp)
     counts = torch.tensor([math.prod(s) for s in shapes], device=device)
     segment = torch.repeat_interleave(torch.arange(len(shapes), device=device), counts)
-    return Layout(tuple(shapes), tuple(offsets), off, segment, counts)
+    is_bias = torch.tensor([len(s) == 1 for s in shapes], device=device)[segment]
+    return Layout(tuple(shapes), tuple(offsets), off, segment, counts, is_bias)
 
 
 def _views(flat: torch.Tensor, lay: Layout) -> list[torch.Tensor]:
@@ -123,7 +126,8 @@ def init_params(spec: TaskSpec, n_copies: int, generator: torch.Generator, param
     """Initial *internal* parameters ``u = w / s`` of ``n_copies`` independent networks, shape ``(P, n)``.
 
     Weights ``w`` are Gaussian with variance ``gain / d_in`` (gain 2 for ReLU, 1 for tanh), biases zero.
-    ``param_scale`` (scalar or shape ``(P,)``, positive) is the augmentation scale ``s``; ``None`` means 1.
+    ``param_scale`` (scalar, shape ``(P,)`` or per entry ``(P, n)``, positive) is the augmentation scale ``s``;
+    ``None`` means 1.
     """
     if isinstance(n_copies, bool) or not isinstance(n_copies, int) or n_copies <= 0:
         raise ValueError(f"n_copies must be a positive integer, got {n_copies!r}")
@@ -147,11 +151,12 @@ def _scale(param_scale, P: int, like: torch.Tensor) -> torch.Tensor:
     s = torch.as_tensor(param_scale, dtype=like.dtype, device=like.device)
     if s.ndim == 0:
         s = s.expand(P)
-    if s.shape != (P,):
-        raise ValueError(f"param_scale must be a scalar or have shape ({P},), got {tuple(s.shape)}")
+    if s.shape != (P,) and s.shape != (P, like.shape[1]):
+        raise ValueError(f"param_scale must be a scalar or have shape ({P},) (one scale per copy) or "
+                         f"({P}, {like.shape[1]}) (one per entry), got {tuple(s.shape)}")
     if not bool((s > 0).all()):
         raise ValueError("param_scale must be positive")
-    return s[:, None]
+    return s[:, None] if s.ndim == 1 else s
 
 
 def _act(z: torch.Tensor, kind: str) -> torch.Tensor:
@@ -314,4 +319,46 @@ def heldout_tasks(digits: tuple[torch.Tensor, torch.Tensor] | None = None, seed:
     return [
         Task(TaskSpec("digits-tanh-32x32", 64, (32, 32), 10, "tanh", batch_size), X[DIGITS_META_TRAIN:], yd),
         Task(TaskSpec("teacher-relu-96", 24, (96,), 10, "relu", batch_size), Xt, yt),
+    ]
+
+
+def sample_tensor_scale(n: int, lay: Layout, generator: torch.Generator, low: float = 0.5, high: float = 2.0,
+                        dtype=torch.float32) -> torch.Tensor:
+    """Per-*tensor* parameter scales for ``n`` copies, expanded to one entry per parameter: shape
+    ``(n, lay.n_params)``, each tensor's scale log-uniform on ``[low, high]``.
+
+    This is the ``"tensor"`` level of ``ReparamWeightsListFamily`` in ``celo/tasks.py`` (amoudgl/celo), which
+    samples the augmentation level among global / tensor / parameter / none; Celo's ranges reach
+    ``(0.001, 1000)``. For a rule whose update is normalized per tensor, a per-tensor scale ``s_k`` is a
+    per-tensor step-size multiplier (chapter, Step 2).
+    Chapter: ``chapters/learned-algorithms/learned-optimizers.md``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    per_tensor = sample_param_scale(n * lay.n_tensors, generator, low, high, dtype).reshape(n, lay.n_tensors)
+    return per_tensor.index_select(1, lay.segment.cpu()).to(lay.segment.device)
+
+
+SCALING_WIDTH = 1024  # 32x the widest meta-training network (32 hidden units)
+SCALING_DEPTH = 8  # 8x the meta-training depth (one hidden layer)
+
+
+def scaling_tasks(width: int = SCALING_WIDTH, depth: int = SCALING_DEPTH, seed: int = 4321, n: int = 1024,
+                  batch_size: int = 64, label_noise: float = 0.2) -> list[Task]:
+    """The two *scaled-up* tasks of the chapter's Celo2 scaling section: the meta-training architecture (ReLU
+    MLP) made ``width / 32`` times wider (one hidden layer of ``width`` units) and ``depth`` times deeper
+    (``depth`` hidden layers of 32 units), both on a fresh draw of the meta-training *clusters* family
+    (16 inputs, 10 classes, ``n`` points) with ``label_noise`` flipped labels. Celo2 (Moudgil et al. 2026,
+    §5) evaluates on tasks many orders larger than its meta-training MLPs; this is the same question at the
+    scale of one CPU thread. Chapter: ``chapters/learned-algorithms/learned-optimizers.md``.
+    """
+    for nm, v in (("width", width), ("depth", depth), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{nm} must be a positive integer, got {v!r}")
+    g = torch.Generator().manual_seed(seed)
+    X, y = gaussian_clusters(n, 16, 10, g)
+    y = flip_labels(y, label_noise, 10, g)
+    return [
+        Task(TaskSpec(f"clusters16d10c-relu-w{width}", 16, (width,), 10, "relu", batch_size), X, y),
+        Task(TaskSpec(f"clusters16d10c-relu-32xd{depth}", 16, (32,) * depth, 10, "relu", batch_size), X, y),
     ]
