@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dltheory.distillation import gpt_distill as G
+from dltheory.distillation.distill import ParityStream
 from dltheory.distillation.parity import all_inputs, labels_from_parity, parity
 
 N, SUPPORT = 4, (0, 1)
@@ -81,8 +82,8 @@ def test_checkpoint_index_is_the_first_checkpoint_at_or_after_the_step():
 
 
 def test_stream_seeds_are_independent_of_their_neighbours():
-    a = G.GPTParityStream([3, 7], N, SUPPORT, 5).next(2)
-    b = G.GPTParityStream([7], N, SUPPORT, 5).next(2)
+    a = G.take(ParityStream([3, 7], N, SUPPORT, 5), 2)
+    b = G.take(ParityStream([7], N, SUPPORT, 5), 2)
     assert torch.equal(a[0][:, 1], b[0][:, 0]) and torch.equal(a[1][:, 1], b[1][:, 0])
     assert torch.equal(a[1], labels_from_parity(parity(a[0], SUPPORT)))
 
@@ -90,10 +91,10 @@ def test_stream_seeds_are_independent_of_their_neighbours():
 def _pipeline():
     x, y = _cube()
     t = G.parity_gpt(N, 2, 4, 2, seed=1)
-    ev, acc, ck = G.train_teacher(t, G.GPTParityStream([10, 11], N, SUPPORT, 16), 3e-3, 30, x, y, eval_every=10,
+    ev, acc, ck = G.train_teacher(t, ParityStream([10, 11], N, SUPPORT, 16), 3e-3, 30, x, y, eval_every=10,
                                   save_every=10)
     s = G.parity_gpt(N, 1, 4, 2, seed=2)
-    r = G.train_students(s, t, ck, G.GPTParityStream([20, 21], N, SUPPORT, 16), 3e-3, 25, x, y, eval_every=5,
+    r = G.train_students(s, t, ck, ParityStream([20, 21], N, SUPPORT, 16), 3e-3, 25, x, y, eval_every=5,
                          stop_at=None)
     probs = G.checkpoint_probs(t, ck, x)
     return ev, acc, ck, r, probs
@@ -108,13 +109,12 @@ def test_training_shapes_and_cpu_determinism():
     np.testing.assert_array_equal(acc, acc2)
     np.testing.assert_array_equal(r.acc["progressive"], r2.acc["progressive"])
     assert torch.equal(probs, probs2)
-    assert ck.subsample(2).steps == [20, 30]
 
 
 def test_final_checkpoint_is_the_trained_teacher():
     x, y = _cube()
     t = G.parity_gpt(N, 2, 4, 2, seed=1)
-    _, acc, ck = G.train_teacher(t, G.GPTParityStream([10, 11], N, SUPPORT, 16), 3e-3, 12, x, y, eval_every=12,
+    _, acc, ck = G.train_teacher(t, ParityStream([10, 11], N, SUPPORT, 16), 3e-3, 12, x, y, eval_every=12,
                                  save_every=5)
     assert ck.steps == [5, 10, 12]
     np.testing.assert_array_equal(G.accuracy(t, x, y), acc[:, -1])
@@ -126,21 +126,21 @@ def test_bad_inputs_raise_with_a_fix():
     x, y = _cube()
     t = G.parity_gpt(N, 2, 4, 2, seed=1)
     with pytest.raises(ValueError, match="seeds"):
-        G.train_teacher(t, G.GPTParityStream([1], N, SUPPORT, 4), 1e-3, 5, x, y, 5, 5)
+        G.train_teacher(t, ParityStream([1], N, SUPPORT, 4), 1e-3, 5, x, y, 5, 5)
     with pytest.raises(ValueError, match="warmup_ratio"):
-        G.train_teacher(t, G.GPTParityStream([1, 2], N, SUPPORT, 4), 1e-3, 5, x, y, 5, 5, warmup_ratio=1.0)
+        G.train_teacher(t, ParityStream([1, 2], N, SUPPORT, 4), 1e-3, 5, x, y, 5, 5, warmup_ratio=1.0)
     with pytest.raises(ValueError, match="lr"):
-        G.train_teacher(t, G.GPTParityStream([1, 2], N, SUPPORT, 4), 0.0, 5, x, y, 5, 5)
+        G.train_teacher(t, ParityStream([1, 2], N, SUPPORT, 4), 0.0, 5, x, y, 5, 5)
     with pytest.raises(ValueError, match="checkpoints"):
-        G.train_students(G.parity_gpt(N, 1, 4, 2, 0), t, G.GPTCheckpoints(), G.GPTParityStream([1, 2], N, SUPPORT, 4),
+        G.train_students(G.parity_gpt(N, 1, 4, 2, 0), t, G.GPTCheckpoints(), ParityStream([1, 2], N, SUPPORT, 4),
                          1e-3, 5, x, y, 5)
     with pytest.raises(ValueError, match="same number of seeds"):
         G.train_students(G.parity_gpt(N, 1, 4, 3, 0), t, G.GPTCheckpoints([1], [{}]),
-                         G.GPTParityStream([1, 2], N, SUPPORT, 4), 1e-3, 5, x, y, 5)
+                         ParityStream([1, 2], N, SUPPORT, 4), 1e-3, 5, x, y, 5)
     with pytest.raises(ValueError, match="n_heads"):
         G.parity_gpt(N, 0, 4, 1, 0)
     with pytest.raises(ValueError, match="support size"):
-        G.GPTParityStream([1], 2, (0, 1, 2), 4)
+        ParityStream([1], 2, (0, 1, 2), 4)
 
 
 def test_eval_points_exact_cube_or_antithetic_sample():
@@ -156,7 +156,7 @@ def test_schedule_steps_stretches_the_warm_up():
     runs = []
     for total in (None, 10_000):
         t = G.parity_gpt(N, 2, 4, 1, seed=1)
-        runs.append(G.train_teacher(t, G.GPTParityStream([10], N, SUPPORT, 8), 1e-2, 5, x, y, 5, 5,
+        runs.append(G.train_teacher(t, ParityStream([10], N, SUPPORT, 8), 1e-2, 5, x, y, 5, 5,
                                     schedule_steps=total)[2].weights[-1]["head.weight"])
     assert not torch.equal(runs[0], runs[1])
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dltheory.distillation.parity import labels_from_parity, parity, sample_parity
+from dltheory.distillation.parity import check_nk, labels_from_parity, parity, sample_parity
 from dltheory.numerics.validate import check_int, check_positive, check_seeds
 
 
@@ -119,6 +119,7 @@ class ParityStream:
         self.n, self.batch, self.chunk = check_int("n", n), check_int("batch", batch), check_int(
             "chunk", chunk)
         self.support, self.dtype = list(support), dtype
+        check_nk(self.n, len(self.support))
         self.gens = [torch.Generator().manual_seed(s) for s in self.seeds]
         self._buf: tuple[torch.Tensor, torch.Tensor] | None = None
         self._pos = chunk

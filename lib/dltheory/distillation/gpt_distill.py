@@ -32,9 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dltheory.distillation.distill import ParityStream
 from dltheory.distillation.parity import all_inputs, check_nk, labels_from_parity, parity, sample_parity
 from dltheory.numerics.transformer import Transformer, TransformerConfig
-from dltheory.numerics.validate import check_int, check_nonnegative, check_positive, check_seeds
+from dltheory.numerics.validate import check_int, check_nonnegative, check_positive
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -120,21 +121,14 @@ def teacher_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits / temperature, -1)
 
 
-class GPTParityStream:
-    """Fresh ``(n, k)``-sparse-parity batches, one independent stream per seed: ``next(steps)`` returns ``x (steps,
-    S, B, n)`` (entries +-1) and ``y (steps, S, B)``. Seed ``s``'s numbers do not depend on the other seeds."""
-
-    def __init__(self, seeds: Sequence[int], n: int, support: Sequence[int], batch: int):
-        self.seeds = check_seeds(seeds)
-        self.n, self.batch = check_int("n", n), check_int("batch", batch)
-        self.support = list(support)
-        check_nk(self.n, len(self.support))
-        self.gens = [torch.Generator().manual_seed(s) for s in self.seeds]
-
-    def next(self, steps: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        steps = check_int("steps", steps)
-        xs, ys = zip(*(sample_parity((steps, self.batch), self.n, self.support, g) for g in self.gens))
-        return torch.stack(xs, 1), torch.stack(ys, 1)
+def take(stream: ParityStream, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next ``steps`` batches of ``stream`` (the MLP section's
+    :class:`~dltheory.distillation.distill.ParityStream`: one independent stream per seed) stacked as
+    ``x (steps, S, B, n)`` and ``y (steps, S, B)``, so that a run of student steps that share a teacher checkpoint
+    gets its teacher outputs in one forward pass. Chapter: ``chapters/distillation/progressive-distillation.md``."""
+    steps = check_int("steps", steps)
+    xs, ys = zip(*(stream.next() for _ in range(steps)))
+    return torch.stack(xs), torch.stack(ys)
 
 
 def eval_points(n: int, support: Sequence[int], n_sample: int, seed: int, max_exact: int = 12
@@ -160,14 +154,6 @@ class GPTCheckpoints:
     steps: list[int] = field(default_factory=list)
     weights: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
-    def subsample(self, every: int) -> GPTCheckpoints:
-        """Every ``every``-th checkpoint, always keeping the final one."""
-        every = check_int("every", every)
-        idx = list(range(every - 1, len(self.steps), every))
-        if not idx or idx[-1] != len(self.steps) - 1:
-            idx.append(len(self.steps) - 1)
-        return GPTCheckpoints([self.steps[i] for i in idx], [self.weights[i] for i in idx])
-
 
 def _snapshot(model: Transformer) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -192,7 +178,7 @@ def _check_training(lr: float, steps: int, eval_every: int, warmup_ratio: float)
     return lr, steps, eval_every
 
 
-def train_teacher(model: Transformer, stream: GPTParityStream, lr: float, steps: int, x_test: torch.Tensor,
+def train_teacher(model: Transformer, stream: ParityStream, lr: float, steps: int, x_test: torch.Tensor,
                   y_test: torch.Tensor, eval_every: int, save_every: int, warmup_ratio: float = 0.06,
                   schedule_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, GPTCheckpoints]:
     """Train the teachers (one replica per seed, in place) with cross-entropy on the last position's logits, Adam
@@ -211,26 +197,22 @@ def train_teacher(model: Transformer, stream: GPTParityStream, lr: float, steps:
         raise ValueError(f"the stream has {len(stream.seeds)} seeds but the model has {S} replicas")
     opt = _adam(model, lr)
     ev, acc, ck = [], [], GPTCheckpoints()
-    chunk = 256
-    for start in range(0, steps, chunk):
-        xs, ys = stream.next(min(chunk, steps - start))
-        for j in range(xs.shape[0]):
-            step = start + j
-            for gr in opt.param_groups:
-                gr["lr"] = lr_at(step, lr, total, warmup_ratio)
-            y = ys[j].reshape(-1).to(_device(model))
-            logits = last_logits(model, to_tokens(xs[j])).reshape(-1, 2)
-            loss = F.cross_entropy(logits, y, reduction="sum") / stream.batch
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done = step + 1
-            if done % eval_every == 0 or done == steps:
-                ev.append(done)
-                acc.append(accuracy(model, x_test, y_test))
-            if done % save_every == 0 or done == steps:
-                ck.steps.append(done)
-                ck.weights.append(_snapshot(model))
+    for step in range(steps):
+        x, y = stream.next()
+        for gr in opt.param_groups:
+            gr["lr"] = lr_at(step, lr, total, warmup_ratio)
+        logits = last_logits(model, to_tokens(x)).reshape(-1, 2)
+        loss = F.cross_entropy(logits, y.reshape(-1).to(_device(model)), reduction="sum") / stream.batch
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = step + 1
+        if done % eval_every == 0 or done == steps:
+            ev.append(done)
+            acc.append(accuracy(model, x_test, y_test))
+        if done % save_every == 0 or done == steps:
+            ck.steps.append(done)
+            ck.weights.append(_snapshot(model))
     return np.asarray(ev), np.stack(acc, 1), ck
 
 
@@ -275,7 +257,7 @@ def checkpoint_index(saved: Sequence[int], steps: int) -> np.ndarray:
     return np.minimum(np.searchsorted(saved, t, side="left"), saved.size - 1)
 
 
-def train_students(student: Transformer, teacher: Transformer, ckpts: GPTCheckpoints, stream: GPTParityStream,
+def train_students(student: Transformer, teacher: Transformer, ckpts: GPTCheckpoints, stream: ParityStream,
                    lr: float, steps: int, x_test: torch.Tensor, y_test: torch.Tensor, eval_every: int,
                    temperature: float = 1.0, warmup_ratio: float = 0.06, stop_at: float | None = 0.99,
                    schedule_steps: int | None = None) -> StudentRun:
@@ -311,7 +293,7 @@ def train_students(student: Transformer, teacher: Transformer, ckpts: GPTCheckpo
         j = table[step]
         end = int(np.searchsorted(table, j, side="right")) if j < len(ckpts.steps) - 1 else steps
         end = min(end, step + 512)
-        xs, ys = stream.next(end - step)                   # (L, S, B, n), (L, S, B)
+        xs, ys = take(stream, end - step)                  # (L, S, B, n), (L, S, B)
         L, _, B, n = xs.shape
         tok = to_tokens(xs)
         work.set_weights(ckpts.weights[j])
