@@ -178,3 +178,20 @@ def test_determinism_same_seed_same_numbers():
     a = es.antithetic_es_grad(f, theta, 0.2, 100, torch.Generator().manual_seed(7))
     b = es.antithetic_es_grad(f, theta, 0.2, 100, torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+def test_population_and_estimates_batch_over_leading_replica_axes():
+    g = torch.Generator().manual_seed(3)
+    theta, eps = torch.randn(3, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    acc, lp, ln = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    pop = es.antithetic_population(theta, eps, 0.1)
+    est, new_acc = es.pes_estimate(lp, ln, eps, acc, 0.1)
+    for r in range(3):
+        assert torch.equal(pop[r], es.antithetic_population(theta[r], eps[r], 0.1))
+        e_r, a_r = es.pes_estimate(lp[r], ln[r], eps[r], acc[r], 0.1)
+        torch.testing.assert_close(est[r], e_r)
+        assert torch.equal(new_acc[r], a_r)
+    with pytest.raises(ValueError, match="eps must have shape"):
+        es.antithetic_population(theta, eps[0], 0.1)
+    with pytest.raises(ValueError, match="must agree"):
+        es.antithetic_estimate(lp[0], ln[0], eps, 0.1)

@@ -28,25 +28,30 @@ from dltheory.numerics.validate import check_int, check_positive
 def antithetic_population(theta: torch.Tensor, eps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Stack ``theta + sigma eps_i`` (first ``N`` rows) and ``theta - sigma eps_i`` (last ``N`` rows).
 
-    ``theta`` has shape ``(D,)`` and ``eps`` ``(N, D)``; the result is ``(2N, D)``.
+    ``theta`` has shape ``(D,)`` and ``eps`` ``(N, D)``; the result is ``(2N, D)``. With leading replica axes,
+    ``theta (R, D)`` and ``eps (R, N, D)`` give ``(R, 2N, D)``: one population per replica
+    (:func:`dltheory.learned_algorithms.lopt.meta_train` with several meta-seeds).
     """
     sigma = check_positive("sigma", float(sigma))
-    if eps.ndim != 2 or eps.shape[1] != theta.shape[-1]:
-        raise ValueError(f"eps must have shape (N, {theta.shape[-1]}), got {tuple(eps.shape)}")
-    return torch.cat([theta + sigma * eps, theta - sigma * eps], dim=0)
+    if eps.ndim != theta.ndim + 1 or eps.shape[-1] != theta.shape[-1] or eps.shape[:-2] != theta.shape[:-1]:
+        raise ValueError(f"eps must have shape {(*theta.shape[:-1], 'N', theta.shape[-1])} for theta of shape "
+                         f"{tuple(theta.shape)}, got {tuple(eps.shape)}")
+    th = theta.unsqueeze(-2)
+    return torch.cat([th + sigma * eps, th - sigma * eps], dim=-2)
 
 
 def antithetic_estimate(loss_pos: torch.Tensor, loss_neg: torch.Tensor, eps: torch.Tensor,
                         sigma: float) -> torch.Tensor:
     """Antithetic ES gradient ``mean_i eps_i (L_i^+ - L_i^-) / (2 sigma)`` (Salimans et al. 2017, §2.2).
 
-    ``loss_pos``, ``loss_neg`` have shape ``(N,)`` and ``eps`` ``(N, D)``; returns ``(D,)``.
+    ``loss_pos``, ``loss_neg`` have shape ``(N,)`` and ``eps`` ``(N, D)``; returns ``(D,)``. Leading replica axes
+    broadcast through: losses ``(R, N)`` and ``eps (R, N, D)`` give ``(R, D)``.
     """
     sigma = check_positive("sigma", float(sigma))
-    if loss_pos.shape != loss_neg.shape or loss_pos.shape != eps.shape[:1]:
-        raise ValueError(f"loss_pos {tuple(loss_pos.shape)}, loss_neg {tuple(loss_neg.shape)} and the first "
-                         f"dimension of eps {tuple(eps.shape)} must agree")
-    return ((loss_pos - loss_neg)[:, None] * eps).mean(0) / (2 * sigma)
+    if loss_pos.shape != loss_neg.shape or loss_pos.shape != eps.shape[:-1]:
+        raise ValueError(f"loss_pos {tuple(loss_pos.shape)}, loss_neg {tuple(loss_neg.shape)} and the leading "
+                         f"dimensions of eps {tuple(eps.shape)} must agree")
+    return ((loss_pos - loss_neg)[..., None] * eps).mean(-2) / (2 * sigma)
 
 
 def antithetic_es_grad(f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, sigma: float,

@@ -29,7 +29,7 @@ reparametrization (``celo/tasks.py``). One option is ours, not the reference's: 
 gives a warm start, an MLP that outputs the normalized ``m_0.9 / sqrt(v)`` feature (normalized Adam).
 
 Meta-training (:func:`meta_train`) uses truncated PES (the estimator of
-:func:`dltheory.learned_algorithms.es.pes_estimate`, applied per replica) on tasks from
+:func:`dltheory.learned_algorithms.es.pes_estimate`, batched over replicas) on tasks from
 :mod:`dltheory.learned_algorithms.tasks`. Every function handles a *population* of ``P`` networks and ``P`` rule
 parameter vectors at once (rows of ``(P, ...)`` tensors): ES particles, seeds, learning-rate grids and whole
 independent meta-trainings (replicas with their own meta-seeds and output normalizers) are batched.
@@ -45,6 +45,7 @@ import torch
 
 from dltheory.learned_algorithms import es as _es
 from dltheory.learned_algorithms import tasks as _tasks
+from dltheory.numerics.validate import check_int
 
 FEATURE_NAMES = ("g", "p", "m_0.9", "m_0.99", "m_0.999", "v_0.95", "m_0.9/sqrt(v)", "m_0.99/sqrt(v)",
                  "m_0.999/sqrt(v)", "1/sqrt(v)", "g/sqrt(v)")
@@ -481,11 +482,6 @@ class MetaTrainResult:
     wall_s: float = 0.0
 
 
-def _check_pos_int(nm, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f"{nm} must be a positive integer, got {v!r}")
-
-
 def _episode_length(episode_len, trunc_len: int, g: torch.Generator) -> int:
     """A fixed episode length, or one drawn log-uniformly from ``(lo, hi)`` and rounded to a multiple of
     ``trunc_len`` (``LogUniformLengthSchedule`` in ``celo/factory.py``: unrolls of 100 to 2000 steps)."""
@@ -533,9 +529,9 @@ def meta_train(cfg: LOptConfig, n_iters: int, n_pairs: int, trunc_len: int, epis
     ``checkpoint_at`` (0 = initialization).
     """
     for nm, v in (("n_iters", n_iters), ("n_pairs", n_pairs), ("trunc_len", trunc_len)):
-        _check_pos_int(nm, v)
+        check_int(nm, v)
     if isinstance(episode_len, int):
-        _check_pos_int("episode_len", episode_len)
+        check_int("episode_len", episode_len)
         if episode_len % trunc_len:
             raise ValueError(f"episode_len ({episode_len}) must be a multiple of trunc_len ({trunc_len})")
     elif not (isinstance(episode_len, tuple) and len(episode_len) == 2 and 0 < episode_len[0] <= episode_len[1]):
@@ -614,7 +610,7 @@ def meta_train(cfg: LOptConfig, n_iters: int, n_pairs: int, trunc_len: int, epis
             acc = torch.zeros(R, N, D, device=device)
             log_c = math.log(spec.n_classes)
         eps = per_seed(lambda gg: torch.randn(N, D, generator=gg))  # (R, N, D)
-        thetas = torch.cat([theta[:, None] + sigma * eps, theta[:, None] - sigma * eps], dim=1).reshape(-1, D)
+        thetas = _es.antithetic_population(theta, eps, sigma).reshape(-1, D)
         tot = torch.zeros(R * 2 * N, device=device)
         for k in range(trunc_len):
             idx = per_seed(lambda gg, n=task.X.shape[0], b=spec.batch_size: torch.randint(n, (N, b), generator=gg))
@@ -625,9 +621,7 @@ def meta_train(cfg: LOptConfig, n_iters: int, n_pairs: int, trunc_len: int, epis
             p, state = lopt_step(thetas, p, grad, state, torch.tensor(lr), lay, cfg, norm_rows)
             p = torch.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0)
         ml = (tot / trunc_len).reshape(R, 2, N)
-        xi = acc + eps if persistent else eps
-        est = ((ml[:, 0] - ml[:, 1])[..., None] * xi).mean(1) / (2 * sigma)  # es.pes_estimate, per replica
-        acc = xi
+        est, acc = _es.pes_estimate(ml[:, 0], ml[:, 1], eps, acc, sigma, persistent=persistent)  # per replica
         theta = outer.step(theta, est)
         for r in range(R):
             res[r].meta_loss.append(float(ml[r].mean()))
